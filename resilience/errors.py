@@ -1,0 +1,73 @@
+"""The library's exception types.
+
+Every exception the library raises on its own account derives from :class:`ResilienceError`,
+so ``except resilience.ResilienceError`` catches "a policy refused or could not decide" without
+catching the errors of the function being protected.
+
+An exception that carries a ``retry_after`` attribute (seconds, a float) is a *retry hint*:
+:class:`resilience.Retry` waits at least that long before the next attempt, and a rate limiter in
+the pipeline penalizes its key for that long so the whole fleet pauses.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CircuitOpen",
+    "RateLimited",
+    "ResilienceError",
+    "Retryable",
+    "StoreUnavailable",
+]
+
+
+class ResilienceError(Exception):
+    """Base class of every exception raised by the library itself."""
+
+
+class Retryable(Exception):
+    """Mixin for exceptions that declare themselves retryable.
+
+    :class:`resilience.Retry` retries subclasses of this by default. Set ``retry_after`` (seconds)
+    on an instance to give the retrier a hint: the next attempt waits ``max(backoff, retry_after)``.
+    """
+
+    retry_after: float | None = None
+
+
+class RateLimited(ResilienceError):
+    """A rate limiter could not admit the call in time.
+
+    Attributes:
+        retry_after: seconds until the request could have been admitted (a lower bound when the
+            key is contended by other callers).
+        name: the limiter's name.
+    """
+
+    def __init__(self, name: str, retry_after: float, message: str | None = None) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        super().__init__(
+            message or f"rate limiter {name!r}: not admitted; retry after {retry_after:.3f}s"
+        )
+
+
+class CircuitOpen(ResilienceError):
+    """The circuit breaker is open (or half-open, every probe permit taken): the call failed fast.
+
+    Attributes:
+        retry_after: seconds until the breaker lets probes through again.
+        name: the breaker's name.
+    """
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        super().__init__(f"circuit breaker {name!r} is open; retry after {retry_after:.3f}s")
+
+
+class StoreUnavailable(ResilienceError):
+    """The shared store (Redis) could not be reached or did not answer within its timeout.
+
+    The original ``redis`` exception is chained as ``__cause__``; its text never includes
+    credentials.
+    """

@@ -1,0 +1,183 @@
+"""The policy protocol and the pipeline that composes policies.
+
+A *policy* wraps one call: it may run it, run it again, make it wait, or refuse it. A
+:class:`Pipeline` nests policies in the order given, **the first policy being the outermost**
+(as in Polly v8's pipeline builder)::
+
+    pipeline = Pipeline(Retry(attempts=5), breaker, limiter)
+
+Here each retry attempt passes the breaker and then takes a limiter permit, so retries are
+rate-limited and counted by the breaker like any other call.
+
+Writing your own policy means implementing :class:`Policy`: one ``async`` method ``execute``
+that receives the rest of the chain as a zero-argument coroutine function and the call's
+:class:`CallContext`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
+
+from resilience import telemetry
+
+__all__ = ["CallContext", "KeySpec", "Pipeline", "Policy", "PolicyBase", "resolve_key"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: A key selects which shared state a policy uses (per tenant, per model, ...): a fixed string,
+#: or a callable that receives the protected call's arguments and returns a string.
+KeySpec = str | Callable[..., str] | None
+
+
+class CallContext:
+    """What policies know about one logical call (all its attempts).
+
+    Attributes:
+        operation: the operation's name (the decorated function's qualified name by default).
+        args, kwargs: the arguments of the protected call (used to compute per-call keys).
+        deadline: ``time.monotonic()`` value after which no attempt starts and no wait runs, or
+            ``None``. Set by :class:`resilience.Retry` when it has a deadline; inner policies
+            (the limiter's wait) honour it.
+        attempt: 1-based number of the attempt in progress (0 before the first).
+        span: the telemetry span of the call, if any (opaque to policies).
+    """
+
+    __slots__ = ("args", "attempt", "deadline", "kwargs", "operation", "span")
+
+    def __init__(
+        self,
+        operation: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        self.operation = operation
+        self.args = args
+        self.kwargs = kwargs if kwargs is not None else {}
+        self.deadline = deadline
+        self.attempt = 0
+        self.span: Any = None
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (may be negative), or ``None`` without a deadline."""
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """The protocol every policy implements.
+
+    ``execute`` must either return what ``call()`` returned (possibly after calling it several
+    times), or raise. It must let :class:`asyncio.CancelledError` propagate untouched.
+    """
+
+    async def execute(self, call: Callable[[], Awaitable[T]], ctx: CallContext) -> T:
+        """Run ``call`` (the rest of the chain) under this policy."""
+        ...
+
+
+def resolve_key(spec: KeySpec, ctx: CallContext) -> str | None:
+    """Turn a :data:`KeySpec` into the key of one call (``None`` means the policy's default)."""
+    if spec is None or isinstance(spec, str):
+        return spec
+    key = spec(*ctx.args, **ctx.kwargs)
+    if not isinstance(key, str):
+        raise TypeError(f"key callable must return a str, got {type(key).__name__}")
+    return key
+
+
+def _check_async(fn: object, what: str = "fn") -> None:
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    if not (inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    )):
+        raise TypeError(
+            f"{what} must be an async function (async def); got {fn!r}. "
+            "resilience policies protect coroutines only."
+        )
+
+
+class PolicyBase:
+    """Mixin that makes a policy usable alone: as a decorator and through ``await p.call(fn)``."""
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        """Decorate an async function with this policy alone."""
+        return Pipeline(self)(fn)  # type: ignore[arg-type]
+
+    async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run one call of ``fn(*args, **kwargs)`` under this policy alone."""
+        return await Pipeline(self).call(fn, *args, **kwargs)  # type: ignore[arg-type]
+
+
+class Pipeline:
+    """Policies composed in order; the first one given is the outermost.
+
+    A pipeline is itself a :class:`Policy` (pipelines nest), a decorator for async functions
+    (signature and type preserved), and runs single calls with :meth:`call`.
+
+    Args:
+        *policies: objects implementing :class:`Policy`.
+        name: the operation name used in telemetry; default: the function's qualified name.
+    """
+
+    __slots__ = ("_has_attempts", "name", "policies")
+
+    def __init__(self, *policies: Policy, name: str | None = None) -> None:
+        for i, p in enumerate(policies):
+            if not callable(getattr(p, "execute", None)):
+                raise TypeError(
+                    f"policies[{i}] ({p!r}) does not implement the Policy protocol "
+                    "(an async execute(call, ctx) method)"
+                )
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        self.policies: tuple[Policy, ...] = tuple(policies)
+        self.name = name
+        # A policy that starts attempts itself (Retry) sets `starts_attempts = True`; without
+        # one, the pipeline runs exactly one attempt.
+        self._has_attempts = any(getattr(p, "starts_attempts", False) for p in policies)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(p) for p in self.policies)
+        return f"Pipeline({inner})"
+
+    def _chain(self, call: Callable[[], Awaitable[T]], ctx: CallContext) -> Callable[
+        [], Awaitable[T]
+    ]:
+        for policy in reversed(self.policies):
+            call = functools.partial(policy.execute, call, ctx)
+        return call
+
+    async def execute(self, call: Callable[[], Awaitable[T]], ctx: CallContext) -> T:
+        """Run ``call`` under every policy of this pipeline (a pipeline nests as a policy)."""
+        return await self._chain(call, ctx)()
+
+    async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run one call of ``fn(*args, **kwargs)`` through the pipeline."""
+        ctx = CallContext(self.name or str(getattr(fn, "__qualname__", "call")), args, kwargs)
+
+        def run() -> Awaitable[T]:
+            return fn(*args, **kwargs)
+
+        chain = self._chain(run, ctx)
+        if not self._has_attempts:
+            chain = functools.partial(telemetry.instrument_attempt, chain, ctx)
+        return await telemetry.instrument_call(chain, ctx)
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        """Decorate an async function: every call of it runs through the pipeline."""
+        _check_async(fn)
+        call = self.call
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await call(fn, *args, **kwargs)
+
+        return wrapper

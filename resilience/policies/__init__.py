@@ -1,0 +1,1 @@
+"""Policies: one package per strategy (ratelimit, retry, breaker)."""

@@ -1,0 +1,43 @@
+"""Argument checks shared by every policy: each error names the parameter."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["check_name", "non_negative_seconds", "positive_int", "positive_seconds"]
+
+
+def positive_int(name: str, value: object) -> int:
+    """``value`` as a positive int, or ``TypeError``/``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def positive_seconds(name: str, value: object) -> float:
+    """``value`` as a finite number of seconds > 0."""
+    v = non_negative_seconds(name, value)
+    if v == 0:
+        raise ValueError(f"{name} must be > 0 seconds, got {value}")
+    return v
+
+
+def non_negative_seconds(name: str, value: object) -> float:
+    """``value`` as a finite number of seconds >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value}")
+    return v
+
+
+def check_name(name: object, param: str = "name") -> str:
+    """A policy name: a non-empty str."""
+    if not isinstance(name, str):
+        raise TypeError(f"{param} must be a str, got {type(name).__name__}")
+    if not name:
+        raise ValueError(f"{param} must not be empty")
+    return name

@@ -1,0 +1,11 @@
+"""The distributed sliding-window rate limiter."""
+
+from resilience.policies.ratelimit.limiter import (
+    DEFAULT_GUARD,
+    AllOf,
+    Decision,
+    SlidingWindowLimiter,
+    all_of,
+)
+
+__all__ = ["DEFAULT_GUARD", "AllOf", "Decision", "SlidingWindowLimiter", "all_of"]

@@ -1,0 +1,338 @@
+"""The sliding-window rate limiter: exactly "``limit`` per rolling ``window``", fleet-wide.
+
+Semantics (the same on every store):
+
+- **Rate.** In every half-open interval ``(t - window, t]`` of the store's clock (Redis ``TIME``
+  for :class:`resilience.RedisStore`), the admitted requests' costs add up to at most
+  ``limit``. There is no burst allowance beyond that: ``limit`` requests may be admitted at
+  once, and then the next one waits until the oldest leaves the window.
+- **Guard.** Each admission keeps its slot for ``window + guard`` seconds. An upstream that
+  enforces the same quota on its own clock sees our requests shifted by network and scheduling
+  jitter; without a guard, an exact limiter overshoots the upstream's window at every boundary
+  (measured: 9 % of requests drew 429). ``guard=0`` counts exactly.
+- **Cost.** A request of cost ``c`` is one entry of weight ``c`` (a token quota of 90 000 per
+  minute costs what a request quota costs).
+- **Waiting.** :meth:`acquire` never polls: the store reserves the earliest slot that is safe
+  and the caller sleeps until it (one round trip per admitted call; first come, first served
+  across the fleet). A cancelled waiter gives its reserved slot back.
+- **Nothing is lost silently:** a request is admitted, waits, or fails with
+  :class:`resilience.RateLimited` carrying ``retry_after``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
+
+from resilience import telemetry
+from resilience.errors import RateLimited, ResilienceError
+from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
+from resilience.policies._validate import (
+    check_name,
+    non_negative_seconds,
+    positive_int,
+    positive_seconds,
+)
+from resilience.stores.base import Store, WindowLimit
+from resilience.stores.memory import default_store
+
+__all__ = ["DEFAULT_GUARD", "AllOf", "Decision", "SlidingWindowLimiter", "all_of"]
+
+T = TypeVar("T")
+logger = logging.getLogger("resilience")
+
+#: Seconds an admission keeps its slot beyond the window when ``guard=None``. Measured with
+#: ``benchmarks/guard.py`` on this project's reference machine (see docs/benchmarks.md).
+DEFAULT_GUARD = 0.15
+
+# "Wait as long as it takes" for a store: 10**15 us is ~31 years, exact in a Lua double.
+_FOREVER_US = 10**15
+
+CostSpec = int | Callable[..., int]
+
+
+class Decision(NamedTuple):
+    """The outcome of one limiter decision.
+
+    Attributes:
+        allowed: the request was admitted.
+        remaining: units still free in the tightest quota right after this decision.
+        retry_after: seconds until this request could be admitted; ``0.0`` when allowed.
+    """
+
+    allowed: bool
+    remaining: int
+    retry_after: float
+
+
+def _check_store(store: object) -> Store:
+    if store is None:
+        return default_store()
+    if not callable(getattr(store, "window_acquire", None)):
+        raise TypeError(f"store must implement the Store protocol, got {type(store).__name__}")
+    return store  # type: ignore[return-value]
+
+
+def _check_cost_spec(cost: object) -> CostSpec:
+    if callable(cost):
+        return cost
+    return positive_int("cost", cost)
+
+
+class _WindowPolicy(PolicyBase):
+    """What a single limiter and a combination of limiters share: the whole public behaviour."""
+
+    name: str
+    store: Store
+    _limits: tuple[WindowLimit, ...]
+    _cost_specs: tuple[CostSpec, ...]
+    _key: KeySpec
+    _timeout: float | None
+
+    def _costs(self, cost: int | Mapping[str, int]) -> tuple[int, ...]:
+        """Per-limit costs of a direct call: one int for every quota, or a mapping by name."""
+        if isinstance(cost, Mapping):
+            unknown = set(cost) - {lim.name for lim in self._limits}
+            if unknown:
+                raise ValueError(f"cost names unknown limiters: {sorted(unknown)}")
+            costs = tuple(cost.get(lim.name, 1) for lim in self._limits)
+        else:
+            costs = (cost,) * len(self._limits)
+        for c, lim in zip(costs, self._limits, strict=True):
+            positive_int("cost", c)
+            if c > lim.limit:
+                raise ValueError(f"cost must be <= limit ({lim.limit}) of {lim.name!r}, got {c}")
+        return costs
+
+    def _call_costs(self, ctx: CallContext) -> tuple[int, ...]:
+        """Per-limit costs of a protected call, from each limiter's ``cost`` option."""
+        costs = []
+        for spec, lim in zip(self._cost_specs, self._limits, strict=True):
+            c = spec if isinstance(spec, int) else spec(*ctx.args, **ctx.kwargs)
+            if c is not spec:
+                positive_int("cost", c)
+                if c > lim.limit:
+                    raise ValueError(f"cost must be <= limit ({lim.limit}), got {c}")
+            costs.append(c)
+        return tuple(costs)
+
+    async def try_acquire(
+        self, key: str | None = None, cost: int | Mapping[str, int] = 1
+    ) -> Decision:
+        """Admit ``cost`` units now, or refuse at once (nothing is recorded for a refusal)."""
+        r = await self.store.window_acquire(self._limits, key or "", self._costs(cost), -1)
+        return Decision(r.allowed, r.remaining, 0.0 if r.allowed else r.wait_us / 1e6)
+
+    async def acquire(
+        self,
+        key: str | None = None,
+        cost: int | Mapping[str, int] = 1,
+        timeout: float | None = None,
+    ) -> Decision:
+        """Wait until ``cost`` units are admitted, for at most ``timeout`` seconds.
+
+        One store round trip reserves the earliest safe slot; the call then sleeps until it.
+        Raises :class:`resilience.RateLimited` at once when that slot lies beyond ``timeout``
+        (``timeout=0`` means: only if free now). If the waiting task is cancelled, the
+        reserved slot is released before ``CancelledError`` propagates.
+        """
+        costs = self._costs(cost)
+        if timeout is None:
+            max_wait = _FOREVER_US
+        else:
+            max_wait = int(non_negative_seconds("timeout", timeout) * 1e6)
+        return await self._acquire(key or "", costs, max_wait, None)
+
+    async def _acquire(
+        self, key: str, costs: tuple[int, ...], max_wait_us: int, ctx: CallContext | None
+    ) -> Decision:
+        started = time.monotonic()
+        r = await self.store.window_acquire(self._limits, key, costs, max_wait_us)
+        if not r.allowed:
+            retry_after = r.wait_us / 1e6
+            telemetry.limiter_decision(
+                ctx,
+                limiter=self.name,
+                result="rejected",
+                wait=0.0,
+                duration=time.monotonic() - started,
+            )
+            raise RateLimited(self.name, retry_after)
+        if r.wait_us > 0:
+            try:
+                await asyncio.sleep(r.wait_us / 1e6)
+            except asyncio.CancelledError:
+                await self._release(key, costs, r.token)
+                raise
+        telemetry.limiter_decision(
+            ctx,
+            limiter=self.name,
+            result="waited" if r.wait_us > 0 else "admitted",
+            wait=r.wait_us / 1e6,
+            duration=time.monotonic() - started,
+        )
+        return Decision(True, r.remaining, 0.0)
+
+    async def _release(self, key: str, costs: tuple[int, ...], token: str) -> None:
+        # Shielded, best effort: if it is lost, capacity is wasted, never over-admitted.
+        try:
+            await asyncio.shield(self.store.window_release(self._limits, key, costs, token))
+        except asyncio.CancelledError:
+            pass
+        except ResilienceError:
+            logger.warning("rate limiter %r: could not release a cancelled reservation", self.name)
+
+    async def penalize(self, seconds: float, key: str | None = None) -> None:
+        """Admit nothing for ``key`` for ``seconds``, for everyone sharing the store.
+
+        Use it when the upstream answered 429 with ``Retry-After``: the whole fleet pauses
+        instead of each worker discovering the 429 on its own. Penalties only extend.
+        """
+        s = non_negative_seconds("seconds", seconds)
+        await self.store.window_penalize(self._limits, key or "", math.ceil(s * 1e6))
+
+    async def execute(self, call: Callable[[], Awaitable[T]], ctx: CallContext) -> T:
+        """Pipeline policy: wait for a permit (bounded by the call's deadline), then call.
+
+        If the call fails with an exception carrying ``retry_after`` (an upstream 429 with
+        ``Retry-After``), the key is penalized for that long.
+        """
+        key = resolve_key(self._key, ctx) or ""
+        costs = self._call_costs(ctx)
+        bound = self._timeout
+        left = ctx.remaining()
+        if left is not None:
+            bound = max(left, 0.0) if bound is None else min(bound, max(left, 0.0))
+        max_wait = _FOREVER_US if bound is None else int(bound * 1e6)
+        await self._acquire(key, costs, max_wait, ctx)
+        try:
+            return await call()
+        except Exception as exc:
+            hint = getattr(exc, "retry_after", None)
+            if (
+                not isinstance(exc, ResilienceError)
+                and isinstance(hint, (int, float))
+                and math.isfinite(hint)
+                and hint > 0
+            ):
+                try:
+                    await self.penalize(hint, key)
+                except ResilienceError:
+                    logger.warning("rate limiter %r: could not record a penalty", self.name)
+            raise
+
+
+class SlidingWindowLimiter(_WindowPolicy):
+    """At most ``limit`` units per rolling ``window`` seconds, for each key, fleet-wide.
+
+    Args:
+        limit: units admitted per window (requests, or tokens with ``cost``).
+        window: the window in seconds; sub-second windows work.
+        store: where the log lives: :class:`resilience.RedisStore` to share it across
+            processes; default, the process-wide :class:`resilience.MemoryStore`. Limiters
+            with the same ``name`` in the same store share their state: that is how a fleet
+            shares a quota, so give distinct quotas distinct names.
+        name: identifies the quota in the store and in telemetry.
+        guard: seconds each admission keeps its slot beyond the window (see the module
+            docs); ``None`` means :data:`DEFAULT_GUARD`, ``0`` exact counting.
+        key: as a pipeline policy or decorator: the key of each call (a string, or a callable
+            over the call's arguments, e.g. per tenant). Default: one key.
+        cost: as a pipeline policy or decorator (alone or inside :func:`all_of`): units per
+            call (an int, or a callable over the call's arguments, e.g. estimated tokens).
+            Default 1.
+        timeout: as a pipeline policy or decorator: the longest a call waits for a permit
+            before :class:`resilience.RateLimited` (the call's deadline also bounds it).
+            Default: no bound beyond the deadline.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        *,
+        store: Store | None = None,
+        name: str = "default",
+        guard: float | None = None,
+        key: KeySpec = None,
+        cost: CostSpec = 1,
+        timeout: float | None = None,
+    ) -> None:
+        self.limit = positive_int("limit", limit)
+        self.window = positive_seconds("window", window)
+        self.guard = DEFAULT_GUARD if guard is None else non_negative_seconds("guard", guard)
+        self.name = check_name(name)
+        self.store = _check_store(store)
+        if key is not None and not (isinstance(key, str) or callable(key)):
+            raise TypeError("key must be a str or a callable over the call's arguments")
+        self._key = key
+        self.cost = _check_cost_spec(cost)
+        if isinstance(self.cost, int) and self.cost > self.limit:
+            raise ValueError(f"cost must be <= limit ({self.limit}), got {self.cost}")
+        self._cost_specs = (self.cost,)
+        self._timeout = None if timeout is None else non_negative_seconds("timeout", timeout)
+        window_us = round((self.window + self.guard) * 1e6)
+        self._limits = (WindowLimit(self.name, self.limit, window_us),)
+
+    def __repr__(self) -> str:
+        return (
+            f"SlidingWindowLimiter(limit={self.limit}, window={self.window}, "
+            f"name={self.name!r}, guard={self.guard}, store={self.store!r})"
+        )
+
+
+class AllOf(_WindowPolicy):
+    """Several limiters checked and charged in one atomic decision (see :func:`all_of`)."""
+
+    def __init__(
+        self,
+        limiters: Sequence[SlidingWindowLimiter],
+        *,
+        key: KeySpec = None,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not limiters:
+            raise ValueError("limiters must not be empty")
+        for i, lim in enumerate(limiters):
+            if not isinstance(lim, SlidingWindowLimiter):
+                raise TypeError(f"limiters[{i}] must be a SlidingWindowLimiter")
+        store = limiters[0].store
+        if any(lim.store is not store for lim in limiters):
+            raise ValueError("limiters must all use the same store to be decided together")
+        names = [lim.name for lim in limiters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"limiters must have distinct names, got {names}")
+        self.limiters = tuple(limiters)
+        self.store = store
+        self.name = check_name(name) if name is not None else "+".join(names)
+        self._limits = tuple(lim._limits[0] for lim in limiters)
+        self._cost_specs = tuple(lim.cost for lim in limiters)
+        if key is not None and not (isinstance(key, str) or callable(key)):
+            raise TypeError("key must be a str or a callable over the call's arguments")
+        self._key = key
+        self._timeout = None if timeout is None else non_negative_seconds("timeout", timeout)
+
+    def __repr__(self) -> str:
+        return f"all_of({', '.join(repr(lim) for lim in self.limiters)})"
+
+
+def all_of(*limiters: SlidingWindowLimiter, **options: Any) -> AllOf:
+    """Combine limiters that share a store: a request is admitted only if *every* quota has
+    room, and charges all of them, or none, in one atomic decision.
+
+    Typical use: requests per minute and tokens per minute of an AI API, or 50 per minute and
+    1 000 per day. The result is usable wherever a limiter is (``try_acquire``, ``acquire``,
+    ``penalize``, decorator, pipeline policy). In direct calls, ``cost`` is an int charged to
+    every quota or a mapping from limiter name to cost (others are charged 1), e.g.
+    ``await both.acquire(cost={"tpm": 1200})``; as a policy, each limiter's own ``cost``
+    option prices the call. Options: ``key``, ``timeout``, ``name`` as for
+    :class:`SlidingWindowLimiter`.
+
+    With :class:`resilience.RedisStore` the quotas' keys share the call key's hash tag, so this
+    works on Redis Cluster too.
+    """
+    return AllOf(limiters, **options)

@@ -1,0 +1,49 @@
+"""How logical identities become Redis keys.
+
+Names and keys are user data (tenant ids, model names, URLs): they may contain ``{``, ``}``,
+``:``, spaces, unicode or kilobytes of text. :func:`escape` maps any string to a short,
+printable token that cannot contain a hash-tag brace or a separator, and distinct strings to
+distinct tokens, so no key can break hash-tagging or collide with another name's state:
+
+- characters outside ``[A-Za-z0-9._-]`` are percent-encoded (UTF-8), so ``{``, ``}``, ``:`` and
+  ``%`` never appear raw;
+- a result longer than 100 characters is replaced by ``#`` and the SHA-256 of the original
+  (``#`` is itself always percent-encoded, so the two forms never meet).
+
+Key layout (``P`` is the store's prefix)::
+
+    P:{rl:<key>}:<name>        rate-limiter log (zset)
+    P:{rl:<key>}:<name>:m      rate-limiter meta (hash: total weight, penalty end)
+
+The hash tag of a limiter is its *key* (the tenant), not its name: every limiter for one tenant
+lands in one Redis Cluster slot, so ``all_of(rpm, tpm)`` is checked and charged in one script,
+while different tenants spread over the cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+__all__ = ["escape", "window_keys"]
+
+_SAFE = re.compile(r"[A-Za-z0-9._-]*")
+_MAX = 100
+
+
+def escape(text: str) -> str:
+    """Return a short token for ``text``: printable, brace- and colon-free, injective."""
+    if _SAFE.fullmatch(text) is None:
+        text = "".join(
+            ch if _SAFE.fullmatch(ch) else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
+            for ch in text
+        )
+    if len(text) > _MAX:
+        return "#" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return text
+
+
+def window_keys(prefix: str, name: str, key: str) -> tuple[str, str]:
+    """The (log, meta) keys of limiter ``name`` for ``key``."""
+    base = f"{prefix}:{{rl:{escape(key)}}}:{escape(name)}"
+    return base, base + ":m"

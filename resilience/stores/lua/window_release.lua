@@ -1,0 +1,12 @@
+-- Remove one request's entries (a reservation whose caller was cancelled) from every log.
+-- KEYS: log_i, meta_i pairs as in window_acquire.lua; ARGV: nonce, then cost_i per limit
+-- Returns the number of logs the entry was removed from. Idempotent.
+local removed = 0
+for i = 1, #KEYS / 2 do
+  local w = tonumber(ARGV[i + 1])
+  if redis.call('ZREM', KEYS[2 * i - 1], ARGV[1] .. ':' .. w) == 1 then
+    redis.call('HINCRBY', KEYS[2 * i], 'w', -w)
+    removed = removed + 1
+  end
+end
+return removed

@@ -1,0 +1,88 @@
+"""The Redis store: shared state for a whole fleet, decided atomically in Lua on Redis's clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from resilience.stores.redis.breaker import RedisBreaker
+from resilience.stores.redis.budget import RedisBudget
+from resilience.stores.redis.window import RedisWindow
+
+__all__ = ["RedisStore"]
+
+#: Default per-operation timeout of stores built by :meth:`RedisStore.from_url` (seconds).
+DEFAULT_TIMEOUT = 0.5
+#: Default size of the connection pool of stores built by :meth:`RedisStore.from_url`.
+DEFAULT_MAX_CONNECTIONS = 64
+
+
+class RedisStore(RedisWindow, RedisBreaker, RedisBudget):
+    """Policies' shared state in Redis (standalone or Cluster), one Lua script per decision.
+
+    Every decision is one ``EVALSHA`` of a script that reads Redis ``TIME``: worker clocks never
+    matter. Keys are formed as described in :mod:`resilience.stores.keys`; all keys of one
+    decision share a hash tag, so the store works unchanged on Redis Cluster.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``. Its timeouts are
+            the store's timeouts: give it a short ``socket_timeout`` (see :meth:`from_url`).
+        prefix: the first segment of every key.
+        max_concurrency: at most this many commands in flight from this store; further calls
+            queue. Default: the client's pool size when its pool would *fail* instead of
+            queueing (redis-py's default ``ConnectionPool`` raises "Too many connections"),
+            otherwise unbounded (a ``BlockingConnectionPool`` queues by itself).
+
+    Failures (connection refused, timeout, failover in progress) raise
+    :class:`resilience.StoreUnavailable`; no ``redis`` exception type reaches the caller.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis | RedisCluster,
+        *,
+        prefix: str = "resilience",
+        max_concurrency: int | None = None,
+    ) -> None:
+        if max_concurrency is None and isinstance(client, aioredis.Redis):
+            pool = client.connection_pool
+            if not isinstance(pool, aioredis.BlockingConnectionPool):
+                max_concurrency = pool.max_connections
+        super().__init__(client, prefix=prefix, max_concurrency=max_concurrency)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "resilience",
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        cluster: bool = False,
+        **kwargs: Any,
+    ) -> RedisStore:
+        """Build a store and its client from a URL (``redis://``, ``rediss://``, ``unix://``).
+
+        The client gets ``socket_timeout`` and ``socket_connect_timeout`` of ``timeout``
+        seconds and a ``BlockingConnectionPool`` of ``max_connections`` connections: a burst of
+        callers larger than the pool queues for a connection (for at most ``timeout``) instead
+        of failing. ``cluster=True`` builds a ``RedisCluster`` from the URL's node. Other
+        keyword arguments go to the client.
+        """
+        if not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(max_connections, int) or max_connections <= 0:
+            raise ValueError(f"max_connections must be a positive int, got {max_connections!r}")
+        kwargs.setdefault("socket_timeout", timeout)
+        kwargs.setdefault("socket_connect_timeout", timeout)
+        if cluster:
+            client: aioredis.Redis | RedisCluster = RedisCluster.from_url(
+                url, max_connections=max_connections, **kwargs
+            )
+            return cls(client, prefix=prefix)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout, **kwargs
+        )
+        return cls(aioredis.Redis.from_pool(pool), prefix=prefix)

@@ -1,0 +1,132 @@
+"""The Redis store's shared machinery: scripts, connections, error mapping.
+
+Scripts live one per file in ``stores/lua/``. Each is registered with redis-py's
+``register_script`` (EVALSHA with the SHA1 computed locally; on ``NOSCRIPT`` after a restart,
+``SCRIPT FLUSH`` or a failover it loads the script and retries once), so the source crosses
+the wire only when the server lacks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import secrets
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from resilience.errors import StoreUnavailable
+
+__all__ = ["RedisCore", "lua_source"]
+
+_SOURCES: dict[str, str] = {}
+
+
+def lua_source(name: str) -> str:
+    """The text of ``stores/lua/<name>.lua`` (read once per process)."""
+    src = _SOURCES.get(name)
+    if src is None:
+        src = resources.files("resilience.stores").joinpath(f"lua/{name}.lua").read_text("utf-8")
+        _SOURCES[name] = src
+    return src
+
+
+class _Nonce:
+    """Fleet-unique request ids: a random per-process prefix (renewed after fork) + a counter."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = secrets.token_hex(6)
+        self.counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+nonce = _Nonce()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=nonce.reset)
+
+
+def _label(client: Any) -> str:
+    """``redis://host:port/db`` of a client, never with credentials."""
+    try:
+        if isinstance(client, RedisCluster):
+            nodes = client.get_nodes() or []
+            first = nodes[0].name if nodes else "?"
+            return f"redis-cluster://{first}"
+        kw = client.connection_pool.connection_kwargs
+        if "path" in kw:
+            return f"unix://{kw['path']}"
+        return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+    except Exception:  # pragma: no cover - purely cosmetic
+        return "redis"
+
+
+class RedisCore:
+    """Base of :class:`resilience.RedisStore` (see there for the public constructor)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis | RedisCluster,
+        *,
+        prefix: str = "resilience",
+        max_concurrency: int | None = None,
+    ) -> None:
+        if not isinstance(client, (aioredis.Redis, RedisCluster)):
+            raise TypeError(
+                "client must be a redis.asyncio.Redis or redis.asyncio.RedisCluster, "
+                f"got {type(client).__name__}"
+            )
+        if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError(f"prefix must be a non-empty str without braces, got {prefix!r}")
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int) or max_concurrency <= 0
+        ):
+            raise ValueError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
+        self.client = client
+        self.prefix = prefix
+        self.label = _label(client)
+        self._scripts: dict[str, Any] = {}
+        self._max_concurrency = max_concurrency
+        self._sem: asyncio.Semaphore | None = (
+            asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.label!r}, prefix={self.prefix!r})"
+
+    def _script(self, name: str) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self.client.register_script(lua_source(name))
+        return script
+
+    async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run script ``name``; any Redis failure becomes :class:`StoreUnavailable`."""
+        script = self._script(name)
+        try:
+            if self._sem is None:
+                return await script(keys, args)
+            async with self._sem:
+                return await script(keys, args)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise StoreUnavailable(
+                f"store {self.label} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Close the underlying client (and its connection pool)."""
+        await self.client.aclose()
+
+
+def as_str(value: Any) -> str:
+    """Decode a reply element whether or not the client decodes responses."""
+    return value.decode() if isinstance(value, bytes) else str(value)

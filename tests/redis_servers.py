@@ -1,0 +1,170 @@
+"""Throwaway redis-server processes for the tests: standalone, killable, restartable, clusters.
+
+Each server listens on a free loopback port, keeps nothing on disk and is stopped by pid.
+When ``redis-server`` is missing, :func:`require_redis_server` fails the run under ``CI=true``
+and skips otherwise, saying how to install it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+
+import pytest
+
+__all__ = ["RedisCluster", "RedisServer", "free_port", "require_redis_server"]
+
+INSTALL_HINT = "install it with `apt-get install redis-server` (Debian/Ubuntu)"
+
+
+def require_redis_server() -> str:
+    """Path of ``redis-server``; fail under CI, skip locally, when it is missing."""
+    path = shutil.which("redis-server")
+    if path is None:
+        msg = f"redis-server not found on PATH; {INSTALL_HINT}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ping(port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """One redis-server process on 127.0.0.1:``port`` (no persistence)."""
+
+    def __init__(self, port: int | None = None, extra: Sequence[str] = ()) -> None:
+        self.binary = require_redis_server()
+        self.port = port or free_port()
+        self.extra = list(extra)
+        self.dir = tempfile.mkdtemp(prefix=f"redis-{self.port}-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.dir,
+            "--daemonize", "no",
+            "--logfile", os.path.join(self.dir, "redis.log"),
+            *self.extra,
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not _ping(self.port):
+            if self.proc.poll() is not None:
+                log = open(os.path.join(self.dir, "redis.log")).read()[-2000:]
+                raise RuntimeError(f"redis-server on {self.port} exited: {log}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server on {self.port} did not answer in {timeout}s")
+            time.sleep(0.02)
+        return self
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` (e.g. SIGSTOP / SIGCONT) to the server."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the server and wait for it (its port frees at once)."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    stop = kill
+
+    def restart(self) -> RedisServer:
+        """Kill (if running) and start again on the same port."""
+        self.kill()
+        return self.start()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RedisCluster:
+    """A Redis Cluster of ``masters`` masters (and ``replicas`` replicas each) on loopback."""
+
+    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
+        self.nodes = [
+            RedisServer(
+                extra=[
+                    "--cluster-enabled", "yes",
+                    "--cluster-node-timeout", "2000",
+                    "--cluster-config-file", "nodes.conf",
+                ]
+            )
+            for _ in range(masters * (1 + replicas))
+        ]
+        self.replicas = replicas
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 30.0) -> RedisCluster:
+        for n in self.nodes:
+            n.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError(f"redis-cli not found; {INSTALL_HINT}")
+        subprocess.run(
+            [
+                cli, "--cluster", "create",
+                *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                "--cluster-replicas", str(self.replicas), "--cluster-yes",
+            ],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            out = subprocess.run(
+                [cli, "-p", str(self.nodes[0].port), "cluster", "info"],
+                capture_output=True, text=True, timeout=5,
+            ).stdout
+            if "cluster_state:ok" in out:
+                return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
