@@ -16,6 +16,7 @@ that receives the rest of the chain as a zero-argument coroutine function and th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import time
@@ -24,6 +25,9 @@ from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 from resilience import telemetry
 
+_enabled = telemetry.enabled
+_instrument_call = telemetry.instrument_call
+_instrument_attempt = telemetry.instrument_attempt
 __all__ = ["CallContext", "KeySpec", "Pipeline", "Policy", "PolicyBase", "resolve_key"]
 
 P = ParamSpec("P")
@@ -95,9 +99,12 @@ def resolve_key(spec: KeySpec, ctx: CallContext) -> str | None:
 
 def _check_async(fn: object, what: str = "fn") -> None:
     target = fn.func if isinstance(fn, functools.partial) else fn
-    if not (inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
-        getattr(target, "__call__", None)  # noqa: B004 - callable objects with async __call__
-    )):
+    if not (
+        inspect.iscoroutinefunction(target)
+        or inspect.iscoroutinefunction(
+            getattr(target, "__call__", None)  # noqa: B004 - callable objects with async __call__
+        )
+    ):
         raise TypeError(
             f"{what} must be an async function (async def); got {fn!r}. "
             "resilience policies protect coroutines only."
@@ -113,7 +120,12 @@ class PolicyBase:
 
     async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run one call of ``fn(*args, **kwargs)`` under this policy alone."""
-        return await Pipeline(self).call(fn, *args, **kwargs)  # type: ignore[arg-type]
+        solo: Pipeline | None = getattr(self, "_solo_pipeline", None)
+        if solo is None:
+            solo = Pipeline(self)  # type: ignore[arg-type]
+            with contextlib.suppress(AttributeError):  # a policy with __slots__: no cache
+                self._solo_pipeline = solo
+        return await solo.call(fn, *args, **kwargs)
 
 
 class Pipeline:
@@ -148,9 +160,9 @@ class Pipeline:
         inner = ", ".join(repr(p) for p in self.policies)
         return f"Pipeline({inner})"
 
-    def _chain(self, call: Callable[[], Awaitable[T]], ctx: CallContext) -> Callable[
-        [], Awaitable[T]
-    ]:
+    def _chain(
+        self, call: Callable[[], Awaitable[T]], ctx: CallContext
+    ) -> Callable[[], Awaitable[T]]:
         for policy in reversed(self.policies):
             call = functools.partial(policy.execute, call, ctx)
         return call
@@ -161,23 +173,62 @@ class Pipeline:
 
     async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run one call of ``fn(*args, **kwargs)`` through the pipeline."""
-        ctx = CallContext(self.name or str(getattr(fn, "__qualname__", "call")), args, kwargs)
-
-        def run() -> Awaitable[T]:
-            return fn(*args, **kwargs)
-
-        chain = self._chain(run, ctx)
+        qualname = str(getattr(fn, "__qualname__", "call"))
+        ctx = CallContext(self.name or qualname, args, kwargs)
+        chain = self._chain(functools.partial(fn, *args, **kwargs), ctx)
+        if not _enabled():
+            return await chain()
         if not self._has_attempts:
-            chain = functools.partial(telemetry.instrument_attempt, chain, ctx)
-        return await telemetry.instrument_call(chain, ctx)
+            chain = functools.partial(_instrument_attempt, chain, ctx)
+        return await _instrument_call(chain, ctx, function=qualname, pipeline=self.name)
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-        """Decorate an async function: every call of it runs through the pipeline."""
+        """Decorate an async function: every call of it runs through the pipeline.
+
+        The wrapper keeps ``fn``'s signature, name and docstring (``functools.wraps``) and its
+        type (``ParamSpec``). Everything that does not depend on the call's arguments is
+        computed here, once, so a call costs a context object, one ``functools.partial`` per
+        policy, and the policies' own work.
+        """
         _check_async(fn)
-        call = self.call
+        qualname = str(getattr(fn, "__qualname__", "call"))
+        op = self.name or qualname
+        pname = self.name
+        execs = tuple(p.execute for p in reversed(self.policies))
+        has_attempts = self._has_attempts
+        partial = functools.partial
+        enabled = _enabled
+        instrument_call = _instrument_call
+        instrument_attempt = _instrument_attempt
+
+        if len(execs) == 1:
+            only = execs[0]
+
+            @functools.wraps(fn)
+            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                ctx = CallContext(op, args, kwargs)
+                run = partial(fn, *args, **kwargs) if args or kwargs else fn
+                if not enabled():
+                    return await only(run, ctx)
+                chain: Callable[[], Awaitable[T]] = partial(only, run, ctx)
+                if not has_attempts:
+                    chain = partial(instrument_attempt, chain, ctx)
+                return await instrument_call(chain, ctx, function=qualname, pipeline=pname)
+
+            return wrapper
 
         @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            return await call(fn, *args, **kwargs)
+        async def wrapper_n(*args: P.args, **kwargs: P.kwargs) -> T:
+            ctx = CallContext(op, args, kwargs)
+            chain: Callable[[], Awaitable[T]] = (
+                partial(fn, *args, **kwargs) if args or kwargs else fn
+            )
+            for ex in execs:
+                chain = partial(ex, chain, ctx)
+            if not enabled():
+                return await chain()
+            if not has_attempts:
+                chain = partial(instrument_attempt, chain, ctx)
+            return await instrument_call(chain, ctx, function=qualname, pipeline=pname)
 
-        return wrapper
+        return wrapper_n

@@ -7,7 +7,9 @@ and skips otherwise, saying how to install it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -34,11 +36,31 @@ def require_redis_server() -> str:
     return path
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, cluster: bool = False) -> int:
+    """A TCP port free on 127.0.0.1 right now.
+
+    ``cluster=True``: a port <= 55535 whose cluster-bus port (``port + 10000``) is free too
+    (redis-server refuses cluster ports above 55535).
+    """
+    if not cluster:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randint(20000, 45000)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair (port, port + 10000) for a cluster node")
 
 
 def _ping(port: int, timeout: float = 0.2) -> bool:
@@ -50,12 +72,20 @@ def _ping(port: int, timeout: float = 0.2) -> bool:
         return False
 
 
+class _PortTaken(RuntimeError):
+    pass
+
+
 class RedisServer:
     """One redis-server process on 127.0.0.1:``port`` (no persistence)."""
 
-    def __init__(self, port: int | None = None, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self, port: int | None = None, extra: Sequence[str] = (), *, cluster: bool = False
+    ) -> None:
         self.binary = require_redis_server()
-        self.port = port or free_port()
+        self.cluster = cluster
+        self._auto_port = port is None
+        self.port = port or free_port(cluster=cluster)
         self.extra = list(extra)
         self.dir = tempfile.mkdtemp(prefix=f"redis-{self.port}-")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -65,6 +95,21 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        # A port found free can be taken by another process before the server binds it (other
+        # test runs share the machine): with an automatic port, try a few fresh ones.
+        for attempt in range(5):
+            try:
+                return self._start(timeout)
+            except _PortTaken:
+                if not self._auto_port or attempt == 4:
+                    raise RuntimeError(f"redis-server could not bind port {self.port}") from None
+                self.port = free_port(cluster=self.cluster)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start(self, timeout: float) -> RedisServer:
+        logfile = os.path.join(self.dir, "redis.log")
+        if os.path.exists(logfile):
+            os.remove(logfile)
         args = [
             self.binary,
             "--port", str(self.port),
@@ -80,7 +125,11 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while not _ping(self.port):
             if self.proc.poll() is not None:
-                log = open(os.path.join(self.dir, "redis.log")).read()[-2000:]
+                with open(os.path.join(self.dir, "redis.log")) as f:
+                    log = f.read()[-2000:]
+                self.proc = None
+                if "Address already in use" in log:
+                    raise _PortTaken(log)
                 raise RuntimeError(f"redis-server on {self.port} exited: {log}")
             if time.monotonic() > deadline:
                 self.stop()
@@ -96,10 +145,8 @@ class RedisServer:
     def kill(self) -> None:
         """SIGKILL the server and wait for it (its port frees at once)."""
         if self.proc is not None and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
@@ -109,7 +156,7 @@ class RedisServer:
     def restart(self) -> RedisServer:
         """Kill (if running) and start again on the same port."""
         self.kill()
-        return self.start()
+        return self._start(10.0)
 
     def __enter__(self) -> RedisServer:
         return self.start()
@@ -128,7 +175,8 @@ class RedisCluster:
                     "--cluster-enabled", "yes",
                     "--cluster-node-timeout", "2000",
                     "--cluster-config-file", "nodes.conf",
-                ]
+                ],
+                cluster=True,
             )
             for _ in range(masters * (1 + replicas))
         ]

@@ -17,9 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
+    "BreakerAction",
+    "BreakerOps",
+    "BreakerOutcomeName",
+    "BreakerReply",
+    "BreakerSpec",
+    "BreakerStateName",
+    "BudgetOps",
+    "BudgetResult",
+    "PresenceOps",
     "Store",
     "WindowLimit",
     "WindowOps",
@@ -107,9 +116,202 @@ class WindowOps(Protocol):
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class BreakerSpec:
+    """A circuit breaker's configuration, as the store needs it (durations in microseconds).
+
+    Attributes:
+        name: identifies the breaker in the store (with the per-call key).
+        failure_threshold: failures within ``window_us`` that open a closed breaker.
+        window_us: the rolling window over which failures are counted.
+        break_us: how long the breaker stays open after its first trip.
+        max_break_us: cap of the break when it grows on consecutive trips (each reopening
+            from half-open doubles it); equal to ``break_us`` means no growth.
+        half_open_max_calls: probe permits held at once, fleet-wide, while half-open.
+        success_threshold: successful probes that close a half-open breaker.
+        probe_lease_us: a probe permit expires this long after it was granted (so a crashed
+            prober cannot wedge the breaker); its late outcome is then stale.
+    """
+
+    name: str
+    failure_threshold: int
+    window_us: int
+    break_us: int
+    max_break_us: int
+    half_open_max_calls: int
+    success_threshold: int
+    probe_lease_us: int
+
+
+#: The three states of a breaker, as they cross the store seam.
+BreakerStateName = Literal["closed", "open", "half_open"]
+#: What a breaker records about one call (``ignore``: neither, e.g. a cancelled probe).
+BreakerOutcomeName = Literal["ok", "fail", "ignore"]
+#: Operator actions of :meth:`BreakerOps.breaker_admin` (``state`` only reads).
+BreakerAction = Literal["state", "open", "close", "reset"]
+
+
+class BreakerReply(NamedTuple):
+    """The store's answer to every breaker operation.
+
+    Attributes:
+        state: the breaker's state after the operation. ``breaker_admin("state")`` reports an
+            open breaker whose break has ended as ``"half_open"`` (the next call would probe).
+        gen: the generation after the operation; every transition increments it.
+        wait_us: when ``state`` is ``"open"``, the time left until the break ends (0 if it has
+            ended); for a refused acquire in half-open, the time until the earliest probe lease
+            expires; otherwise 0.
+        permit: ``breaker_acquire`` only: ``"allow"`` (closed), ``"deny"`` or ``"probe"``;
+            ``""`` for the other operations.
+        token: the probe permit's token when ``permit == "probe"``, else ``""``.
+        old: the state before the transition this operation performed, or ``""`` when it
+            performed none. At most one transition per operation; the process that receives
+            a non-empty ``old`` is the only one that ever hears of that transition.
+        stale: ``breaker_record`` only: the outcome was ignored (another generation, an
+            expired or unknown probe token, or the breaker was open).
+        failures: failures currently in the window (``breaker_record`` and
+            ``breaker_admin``; 0 when not closed).
+    """
+
+    state: BreakerStateName
+    gen: int
+    wait_us: int
+    permit: str
+    token: str
+    old: str
+    stale: bool
+    failures: int
+
+
+@runtime_checkable
+class BreakerOps(Protocol):
+    """Atomic decisions of a circuit breaker counting failures in a rolling window.
+
+    State per ``(spec.name, key)``: ``state``, ``open_until``, ``gen``, ``trips`` (consecutive
+    trips since the last close), ``probe_ok``, a log of failure times and a set of probe
+    leases. Every transition happens inside one operation, so it happens exactly once however
+    many processes race, and increments ``gen``.
+    """
+
+    async def breaker_acquire(self, spec: BreakerSpec, key: str) -> BreakerReply:
+        """Decide whether a call may run.
+
+        - closed: ``allow``.
+        - open, break not ended: ``deny`` with ``wait_us = open_until - now``.
+        - open, break ended: move to half-open (``gen + 1``, leases cleared, ``probe_ok = 0``,
+          ``old = "open"``) and continue as half-open.
+        - half-open: drop expired leases; if fewer than ``half_open_max_calls`` remain, grant
+          a ``probe`` whose lease expires ``probe_lease_us`` from now; otherwise ``deny``
+          with ``wait_us`` until the earliest lease expires.
+        """
+        ...
+
+    async def breaker_record(
+        self,
+        spec: BreakerSpec,
+        key: str,
+        outcome: BreakerOutcomeName,
+        gen: int,
+        token: str,
+        hint_us: int,
+    ) -> BreakerReply:
+        """Record the outcome of a call admitted in generation ``gen`` (with probe ``token``,
+        or ``""``). ``hint_us`` > 0 is an upstream ``Retry-After`` carried by a failure.
+
+        - half-open: the token must still hold a lease (it is removed), else ``stale``.
+          ``fail`` reopens (``trips + 1``; break ``min(break_us * 2**(trips-1), max_break_us)``,
+          at least ``hint_us``); ``ok`` increments ``probe_ok`` and closes at
+          ``success_threshold`` (``trips = 0``, failures cleared); ``ignore`` only frees the
+          permit.
+        - closed: an outcome of another generation is ``stale``. ``fail`` adds a unique entry
+          at ``now``, forgets entries at or before ``now - window_us`` and, when the count
+          reaches ``failure_threshold``, opens (``trips + 1``, break as above, at least
+          ``hint_us``; failures cleared).
+        - open: ``stale``; a ``fail`` with ``hint_us`` extends ``open_until`` to at least
+          ``now + hint_us``.
+        """
+        ...
+
+    async def breaker_admin(
+        self, spec: BreakerSpec, key: str, action: BreakerAction, duration_us: int
+    ) -> BreakerReply:
+        """Operator actions.
+
+        - ``state``: read only.
+        - ``open``: open now for ``duration_us`` (an open breaker gets the new deadline).
+        - ``close``: close; failures and leases cleared, ``trips`` kept.
+        - ``reset``: close and forget everything (failures, leases, ``trips``).
+
+        ``open`` from another state, ``close`` and ``reset`` (always, even when already
+        closed) increment ``gen``, so in-flight outcomes become stale.
+        """
+        ...
+
+
 # --------------------------------------------------------------------------------------------
 # Retry budget  (section owned by the retry budget; see resilience/policies/retry)
 # --------------------------------------------------------------------------------------------
+
+
+class BudgetResult(NamedTuple):
+    """The store's answer to :meth:`BudgetOps.budget_withdraw` (counts after the decision).
+
+    Attributes:
+        allowed: one retry was granted (and counted).
+        requests: requests (deposits) counted in the window.
+        retries: retries (granted withdrawals) counted in the window.
+    """
+
+    allowed: bool
+    requests: int
+    retries: int
+
+
+@runtime_checkable
+class BudgetOps(Protocol):
+    """Atomic decisions of a Finagle-style retry budget.
+
+    State per ``name``: request and retry counts in 1-second buckets of the store's clock
+    (``window_s + 1`` buckets, O(1) memory per budget). A bucket counts while its second ``s``
+    satisfies ``now_s - window_s <= s <= now_s``, so an event counts for between ``window_s``
+    and ``window_s + 1`` seconds: a burst that spans at most ``window_s`` seconds is always
+    seen whole.
+    """
+
+    async def budget_deposit(self, name: str, count: int, window_s: int) -> None:
+        """Count ``count`` requests (first attempts) now."""
+        ...
+
+    async def budget_withdraw(
+        self, name: str, deposits: int, ratio_ppm: int, reserve: int, window_s: int
+    ) -> BudgetResult:
+        """Count ``deposits`` requests, then grant one retry if, counting it,
+        ``retries * 1_000_000 <= ratio_ppm * requests + reserve * 1_000_000`` over the window.
+
+        ``ratio_ppm`` is the budget's ratio in millionths (20 % is ``200_000``); ``reserve``
+        is the floor of retries per window (``min_per_second * window_s``). A refusal counts
+        the deposits but no retry.
+        """
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# Presence  (section owned by the fallback; see resilience/stores/fallback.py)
+# --------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class PresenceOps(Protocol):
+    """Which deciders share a quota, so that each can take a fair share when the store fails."""
+
+    async def presence_announce(
+        self, names: Sequence[str], key: str, member: str, ttl_us: int
+    ) -> tuple[int, ...]:
+        """Record that decider ``member`` uses limiters ``names`` for ``key`` now, and return,
+        per name, how many distinct members announced it within the last ``ttl_us`` (this one
+        included, so at least 1). A store private to one process always answers 1s.
+        """
+        ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,7 +320,7 @@ class WindowOps(Protocol):
 
 
 @runtime_checkable
-class Store(WindowOps, Protocol):
+class Store(WindowOps, BreakerOps, BudgetOps, PresenceOps, Protocol):
     """Everything a store implements: the union of the per-feature protocols above."""
 
     #: A short label for logs and telemetry (never contains credentials).

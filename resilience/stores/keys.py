@@ -13,7 +13,10 @@ distinct tokens, so no key can break hash-tagging or collide with another name's
 Key layout (``P`` is the store's prefix)::
 
     P:{rl:<key>}:<name>        rate-limiter log (zset)
-    P:{rl:<key>}:<name>:m      rate-limiter meta (hash: total weight, penalty end)
+    P:{rl:<key>}:<name>:m      rate-limiter meta (hash: total weight, penalty end, expiry)
+    P:{rl:<key>}:<name>:p      deciders sharing that quota (zset; local fallback's share)
+    P:{rb:<name>}              retry budget (hash: per-second request/retry buckets)
+    P:{cb:<name>:<key>}:s      circuit breaker state (hash), :f failures (zset), :p leases
 
 The hash tag of a limiter is its *key* (the tenant), not its name: every limiter for one tenant
 lands in one Redis Cluster slot, so ``all_of(rpm, tpm)`` is checked and charged in one script,
@@ -25,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["escape", "window_keys"]
+__all__ = ["breaker_keys", "budget_key", "escape", "presence_key", "window_keys"]
 
 _SAFE = re.compile(r"[A-Za-z0-9._-]*")
 _MAX = 100
@@ -47,3 +50,23 @@ def window_keys(prefix: str, name: str, key: str) -> tuple[str, str]:
     """The (log, meta) keys of limiter ``name`` for ``key``."""
     base = f"{prefix}:{{rl:{escape(key)}}}:{escape(name)}"
     return base, base + ":m"
+
+
+def budget_key(prefix: str, name: str) -> str:
+    """The hash of retry budget ``name`` (one key: its own hash tag)."""
+    return f"{prefix}:{{rb:{escape(name)}}}"
+
+
+def breaker_keys(prefix: str, name: str, key: str) -> tuple[str, str, str]:
+    """The (state hash, failure log, probe leases) keys of breaker ``name`` for ``key``.
+
+    ``P:{cb:<name>:<key>}:s|f|p``: the three share one hash tag, so every breaker script runs
+    in one Redis Cluster slot (``escape`` never emits ``:``, so name and key cannot collide).
+    """
+    base = f"{prefix}:{{cb:{escape(name)}:{escape(key)}}}"
+    return base + ":s", base + ":f", base + ":p"
+
+
+def presence_key(prefix: str, name: str, key: str) -> str:
+    """The presence zset of limiter ``name`` for ``key`` (same hash tag as its log)."""
+    return f"{prefix}:{{rl:{escape(key)}}}:{escape(name)}:p"

@@ -2,7 +2,8 @@
 --
 -- KEYS: for each limit i, KEYS[2i-1] = log (zset: score = slot time in us, member = token)
 --                         KEYS[2i]   = meta (hash: w = total weight in the log,
---                                            p = penalty end in us)
+--                                            p = penalty end in us,
+--                                            e = when both keys expire, in us)
 -- ARGV: max_wait_us (< 0: no reservation), nonce, then limit_i, window_us_i, cost_i per limit
 -- Returns {allowed (0/1), remaining, wait_us, nonce}
 --
@@ -32,6 +33,8 @@ local at = now
 local remaining = -1
 local windows = {}
 local costs = {}
+local totals = {}
+local ends = {}
 for i = 1, nlimits do
   local z, m = KEYS[2 * i - 1], KEYS[2 * i]
   local limit = tonumber(ARGV[3 * i])
@@ -39,9 +42,10 @@ for i = 1, nlimits do
   local cost = tonumber(ARGV[3 * i + 2])
   windows[i] = window
   costs[i] = cost
-  local meta = redis.call('HMGET', m, 'w', 'p')
+  local meta = redis.call('HMGET', m, 'w', 'p', 'e')
   local total = tonumber(meta[1]) or 0
   local pen = tonumber(meta[2]) or 0
+  ends[i] = tonumber(meta[3]) or 0
   local horizon = string.format('%d', now - window)
   local old = redis.call('ZRANGEBYSCORE', z, '-inf', horizon)
   if #old > 0 then
@@ -80,6 +84,7 @@ for i = 1, nlimits do
       end
     end
   end
+  totals[i] = total
   if pen > a then a = pen end
   if a > at then at = a end
   local free = limit - total
@@ -92,13 +97,22 @@ if wait > 0 and (max_wait < 0 or wait > max_wait) then
   return {0, remaining, wait, ''}
 end
 
+-- Expiry: both keys must outlive the new entry's window (+ 1 s slack). They are extended in
+-- steps (to 2 s past it), recorded in the meta's `e`, so PEXPIRE runs about once a second
+-- per key, not on every call; expiry only ever extends (a reservation placed earlier may
+-- outlive this entry; the meta may carry a longer penalty).
 local at_s = string.format('%d', at)
 for i = 1, nlimits do
   local z, m = KEYS[2 * i - 1], KEYS[2 * i]
   redis.call('ZADD', z, at_s, ARGV[2] .. ':' .. costs[i])
-  redis.call('HINCRBY', m, 'w', costs[i])
-  local ttl = math.floor((wait + windows[i]) / 1000) + 1000
-  redis.call('PEXPIRE', z, ttl)
-  if redis.call('PTTL', m) < ttl then redis.call('PEXPIRE', m, ttl) end
+  if totals[i] == 0 or at + windows[i] + 1000000 > ends[i] then
+    local e = at + windows[i] + 2000000
+    local ttl = math.floor((e - now) / 1000)
+    redis.call('HSET', m, 'w', totals[i] + costs[i], 'e', string.format('%d', e))
+    redis.call('PEXPIRE', z, ttl)
+    if redis.call('PTTL', m) < ttl then redis.call('PEXPIRE', m, ttl) end
+  else
+    redis.call('HINCRBY', m, 'w', costs[i])
+  end
 end
 return {1, remaining, wait, ARGV[2]}

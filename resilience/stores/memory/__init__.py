@@ -7,12 +7,13 @@ from collections.abc import Callable
 
 from resilience.stores.memory.breaker import MemoryBreaker
 from resilience.stores.memory.budget import MemoryBudget
+from resilience.stores.memory.presence import MemoryPresence
 from resilience.stores.memory.window import MemoryWindow
 
 __all__ = ["MemoryStore", "default_store"]
 
 
-class MemoryStore(MemoryWindow, MemoryBreaker, MemoryBudget):
+class MemoryStore(MemoryWindow, MemoryBreaker, MemoryBudget, MemoryPresence):
     """Shared state for the policies of one process, decided on its monotonic clock.
 
     The embedded default when a policy is given no store. Every decision is atomic because it

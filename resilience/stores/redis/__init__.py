@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -9,6 +10,12 @@ from redis.asyncio.cluster import RedisCluster
 
 from resilience.stores.redis.breaker import RedisBreaker
 from resilience.stores.redis.budget import RedisBudget
+from resilience.stores.redis.presence import RedisPresence
+from resilience.stores.redis.sentinel import (
+    SENTINEL_SCHEMES,
+    parse_sentinel_url,
+    sentinel_client,
+)
 from resilience.stores.redis.window import RedisWindow
 
 __all__ = ["RedisStore"]
@@ -19,7 +26,7 @@ DEFAULT_TIMEOUT = 0.5
 DEFAULT_MAX_CONNECTIONS = 64
 
 
-class RedisStore(RedisWindow, RedisBreaker, RedisBudget):
+class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
     """Policies' shared state in Redis (standalone or Cluster), one Lua script per decision.
 
     Every decision is one ``EVALSHA`` of a script that reads Redis ``TIME``: worker clocks never
@@ -32,8 +39,10 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget):
         prefix: the first segment of every key.
         max_concurrency: at most this many commands in flight from this store; further calls
             queue. Default: the client's pool size when its pool would *fail* instead of
-            queueing (redis-py's default ``ConnectionPool`` raises "Too many connections"),
-            otherwise unbounded (a ``BlockingConnectionPool`` queues by itself).
+            queueing (redis-py's default ``ConnectionPool`` raises "Too many connections";
+            a ``RedisCluster`` node's pool raises ``MaxConnectionsError``), otherwise
+            unbounded (a ``BlockingConnectionPool`` queues by itself). If the application
+            shares the client for its own commands, pass a smaller value.
 
     Failures (connection refused, timeout, failover in progress) raise
     :class:`resilience.StoreUnavailable`; no ``redis`` exception type reaches the caller.
@@ -46,10 +55,16 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget):
         prefix: str = "resilience",
         max_concurrency: int | None = None,
     ) -> None:
-        if max_concurrency is None and isinstance(client, aioredis.Redis):
-            pool = client.connection_pool
-            if not isinstance(pool, aioredis.BlockingConnectionPool):
-                max_concurrency = pool.max_connections
+        if max_concurrency is None:
+            if isinstance(client, RedisCluster):
+                # Each node's pool raises MaxConnectionsError when full, and a hot key lives on
+                # one node: never have more commands in flight than one node's pool holds.
+                kw = client.nodes_manager.connection_kwargs
+                max_concurrency = int(kw.get("max_connections") or 100)
+            else:
+                pool = client.connection_pool
+                if not isinstance(pool, aioredis.BlockingConnectionPool):
+                    max_concurrency = pool.max_connections
         super().__init__(client, prefix=prefix, max_concurrency=max_concurrency)
 
     @classmethod
@@ -75,6 +90,12 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if not isinstance(max_connections, int) or max_connections <= 0:
             raise ValueError(f"max_connections must be a positive int, got {max_connections!r}")
+        if isinstance(url, str) and url.startswith(SENTINEL_SCHEMES):  # redis+sentinel://
+            sentinels, service, url_kwargs = parse_sentinel_url(url)
+            return cls.from_sentinel(
+                sentinels, service, prefix=prefix, timeout=timeout,
+                max_connections=max_connections, **{**url_kwargs, **kwargs},
+            )
         kwargs.setdefault("socket_timeout", timeout)
         kwargs.setdefault("socket_connect_timeout", timeout)
         if cluster:
@@ -86,3 +107,30 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget):
             url, max_connections=max_connections, timeout=timeout, **kwargs
         )
         return cls(aioredis.Redis.from_pool(pool), prefix=prefix)
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinels: Sequence[tuple[str, int]],
+        service_name: str,
+        *,
+        prefix: str = "resilience",
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        sentinel_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> RedisStore:
+        """Build a store on the master of ``service_name``, found through ``sentinels``.
+
+        Every operation goes to the current master (after a failover, to the new one); see
+        :mod:`resilience.stores.redis.sentinel`. ``from_url`` accepts the same as
+        ``redis+sentinel://host:port[,host:port]/service[/db]``. ``timeout`` bounds each call
+        and each sentinel query; at most ``max_connections`` commands are in flight.
+        """
+        client = sentinel_client(
+            sentinels, service_name, timeout=timeout, sentinel_kwargs=sentinel_kwargs,
+            max_connections=max_connections, **kwargs,
+        )
+        store = cls(client, prefix=prefix, max_concurrency=max_connections)
+        store.label = f"redis+sentinel://{service_name}"
+        return store

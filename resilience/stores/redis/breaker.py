@@ -1,11 +1,96 @@
-"""Breaker decisions of the Redis store (placeholder until the breaker lands)."""
+"""Circuit-breaker decisions of the Redis store: ``lua/breaker_*.lua``, on Redis ``TIME``.
+
+Three scripts: ``breaker_acquire`` (allow / deny / probe, and the open -> half-open
+transition), ``breaker_record`` (an outcome, and the trip, reopen and close transitions) and
+``breaker_admin`` (operator actions). All three touch only the breaker's three keys, which
+share one hash tag (:func:`resilience.stores.keys.breaker_keys`).
+"""
 
 from __future__ import annotations
 
-from resilience.stores.redis.core import RedisCore
+from typing import Any, cast
+
+from resilience.stores.base import (
+    BreakerAction,
+    BreakerOutcomeName,
+    BreakerReply,
+    BreakerSpec,
+    BreakerStateName,
+)
+from resilience.stores.keys import breaker_keys
+from resilience.stores.redis.core import RedisCore, as_str, nonce
 
 __all__ = ["RedisBreaker"]
 
+_KEY_CACHE_MAX = 10_000
+
+
+def _spec_args(spec: BreakerSpec) -> list[int | str]:
+    return [
+        spec.failure_threshold,
+        spec.window_us,
+        spec.break_us,
+        spec.max_break_us,
+        spec.half_open_max_calls,
+        spec.success_threshold,
+        spec.probe_lease_us,
+    ]
+
+
+def _reply(r: Any) -> BreakerReply:
+    return BreakerReply(
+        cast(BreakerStateName, as_str(r[0])),
+        int(r[1]),
+        int(as_str(r[2])),
+        as_str(r[3]),
+        as_str(r[4]),
+        as_str(r[5]),
+        bool(int(r[6])),
+        int(r[7]),
+    )
+
 
 class RedisBreaker(RedisCore):
-    """Breaker state in Redis."""
+    """Breaker state in Redis: a state hash, a failure log and a probe-lease set per key."""
+
+    _bkeys: dict[tuple[str, str], list[str]]
+
+    def _breaker_keys(self, name: str, key: str) -> list[str]:
+        cache: dict[tuple[str, str], list[str]] = self.__dict__.setdefault("_bkeys", {})
+        keys = cache.get((name, key))
+        if keys is None:
+            if len(cache) >= _KEY_CACHE_MAX:
+                cache.clear()
+            keys = cache[(name, key)] = list(breaker_keys(self.prefix, name, key))
+        return keys
+
+    async def breaker_acquire(self, spec: BreakerSpec, key: str) -> BreakerReply:
+        """See :meth:`resilience.stores.base.BreakerOps.breaker_acquire`."""
+        args = _spec_args(spec)
+        args.append(nonce())
+        r = await self._eval("breaker_acquire", self._breaker_keys(spec.name, key), args)
+        return _reply(r)
+
+    async def breaker_record(
+        self,
+        spec: BreakerSpec,
+        key: str,
+        outcome: BreakerOutcomeName,
+        gen: int,
+        token: str,
+        hint_us: int,
+    ) -> BreakerReply:
+        """See :meth:`resilience.stores.base.BreakerOps.breaker_record`."""
+        args = _spec_args(spec)
+        args += [outcome, gen, token, hint_us, nonce()]
+        r = await self._eval("breaker_record", self._breaker_keys(spec.name, key), args)
+        return _reply(r)
+
+    async def breaker_admin(
+        self, spec: BreakerSpec, key: str, action: BreakerAction, duration_us: int
+    ) -> BreakerReply:
+        """See :meth:`resilience.stores.base.BreakerOps.breaker_admin`."""
+        args = _spec_args(spec)
+        args += [action, duration_us]
+        r = await self._eval("breaker_admin", self._breaker_keys(spec.name, key), args)
+        return _reply(r)

@@ -21,6 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from resilience.errors import StoreUnavailable
+from resilience.stores.health import health_of
 
 __all__ = ["RedisCore", "lua_source"]
 
@@ -99,6 +100,11 @@ class RedisCore:
         self._sem: asyncio.Semaphore | None = (
             asyncio.Semaphore(max_concurrency) if max_concurrency else None
         )
+        # redis-py's async RedisCluster breaks connections ("'NoneType' object has no attribute
+        # 'writelines'", an AttributeError) when a burst of commands races its lazy topology
+        # discovery: the first call initializes it alone (see _init_cluster).
+        self._cluster_pending = isinstance(client, RedisCluster)
+        self._init_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"RedisStore({self.label!r}, prefix={self.prefix!r})"
@@ -110,17 +116,35 @@ class RedisCore:
         return script
 
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run script ``name`` within the store's timeout; fail fast while degraded.
+
+        Queueing for ``max_concurrency`` is not part of the timeout (a burst queues instead of
+        failing); a call that waited in the queue while the store became degraded fails fast.
+        """
+        health = health_of(self)
+        if self._sem is None:
+            return await health.call(self._eval_direct, name, keys, args)
+        health.check()
+        async with self._sem:
+            return await health.call(self._eval_direct, name, keys, args)
+
+    async def _eval_direct(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run script ``name``; any Redis failure becomes :class:`StoreUnavailable`."""
         script = self._script(name)
         try:
-            if self._sem is None:
-                return await script(keys, args)
-            async with self._sem:
-                return await script(keys, args)
+            if self._cluster_pending:
+                await self._init_cluster()
+            return await script(keys, args)  # queued on self._sem by _eval
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             raise StoreUnavailable(
                 f"store {self.label} failed: {type(exc).__name__}: {exc}"
             ) from exc
+
+    async def _init_cluster(self) -> None:
+        async with self._init_lock:
+            if self._cluster_pending:
+                await self.client.initialize()
+                self._cluster_pending = False
 
     async def aclose(self) -> None:
         """Close the underlying client (and its connection pool)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 from resilience.stores.base import WindowLimit, WindowResult
 from resilience.stores.keys import window_keys
@@ -11,6 +13,31 @@ from resilience.stores.redis.core import RedisCore, as_str, nonce
 __all__ = ["RedisWindow"]
 
 _KEY_CACHE_MAX = 10_000
+
+
+async def _shielded(aw: Awaitable[Any]) -> None:
+    """Run ``aw`` to completion even if the caller is cancelled again; ignore its failure."""
+    task = asyncio.ensure_future(aw)
+    task.add_done_callback(_retrieve)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        pass  # ``task`` keeps running; the caller's cancellation is re-raised by our caller
+    except Exception:
+        pass  # best effort: a lost release wastes capacity until the window passes, no more
+
+
+def _cancelling(task: asyncio.Task[Any] | None) -> int:
+    """Pending cancellation requests of ``task`` (Python >= 3.11; 0 before)."""
+    if task is None:
+        return 0
+    fn = getattr(task, "cancelling", None)
+    return int(fn()) if fn is not None else 0
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class RedisWindow(RedisCore):
@@ -41,12 +68,28 @@ class RedisWindow(RedisCore):
         max_wait_us: int,
     ) -> WindowResult:
         """See :meth:`resilience.stores.base.WindowOps.window_acquire`."""
-        args: list[int | str] = [max_wait_us, nonce()]
+        token = nonce()
+        args: list[int | str] = [max_wait_us, token]
         for lim, cost in zip(limits, costs, strict=True):
             args.append(lim.limit)
             args.append(lim.window_us)
             args.append(cost)
-        r = await self._eval("window_acquire", self._window_keys(limits, key), args)
+        keys = self._window_keys(limits, key)
+        task = asyncio.current_task()
+        cancels = _cancelling(task)
+        try:
+            r = await self._eval("window_acquire", keys, args)
+        except asyncio.CancelledError:
+            # The script may have run (and admitted or reserved) before the caller was
+            # cancelled; the caller will never use that entry: remove it, best effort.
+            await _shielded(self._eval("window_release", keys, [token, *costs]))
+            raise
+        if _cancelling(task) > cancels:
+            # Python < 3.12's asyncio.wait_for (used by redis-py for socket timeouts) swallows
+            # a cancellation that lands as the reply arrives: honour it here, or the caller
+            # would go on to sleep on a reservation it no longer wants.
+            await _shielded(self._eval("window_release", keys, [token, *costs]))
+            raise asyncio.CancelledError
         return WindowResult(bool(r[0]), max(int(r[1]), 0), int(r[2]), as_str(r[3]))
 
     async def window_release(

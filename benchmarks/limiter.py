@@ -1,0 +1,270 @@
+"""Rate limiter decisions per second and memory per key, side by side, against one redis-server.
+
+Run from the repository root (takes about a minute; needs redis-server on PATH)::
+
+    .venv/bin/python benchmarks/limiter.py [--seconds 1.5]
+
+It starts its own throwaway redis-server on a free loopback port (no persistence) and measures,
+in one run and one process (the Python client is the bottleneck, as in production):
+
+- ``raw EVALSHA``: a trivial script (``return 1``): the ceiling for any one-script decision;
+- ``ours``: ``SlidingWindowLimiter.try_acquire`` on a ``RedisStore.from_url`` store, as users
+  call it (default guard, default fallback wrapper);
+- ``naive``: the blog post's sorted-set design (``../shared/seed/``), transcribed unchanged:
+  client clock, a MULTI of ZREMRANGEBYSCORE/ZCARD/ZADD/EXPIRE, a second round trip (ZREM) on
+  every rejection;
+- ``limits``: the ``limits`` library's async moving window (``limits.aio``, redis-py client).
+
+Two regimes: *admit* (a limit far above the offered load: every decision writes) and *reject*
+(100 per second: nearly every decision is a refusal). Then memory per key (``MEMORY USAGE``)
+after 100 and 1000 admitted entries. Prints tables and the ratios the issue sets as targets:
+ours >= 0.8 x raw EVALSHA at every concurrency, and >= 2 x naive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from resilience import RedisStore, SlidingWindowLimiter
+
+CONCURRENCY = (1, 16, 64)
+ROUNDS = 3  # interleaved measurement rounds per cell (best of)
+REJECT_LIMIT = 100  # per second, "reject" regime
+ADMIT_LIMIT = 10**7  # per second, "admit" regime
+
+
+# --------------------------------------------------------------------------------- server
+
+
+def start_server() -> tuple[subprocess.Popen[bytes], int, str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server not found; install it with `apt-get install redis-server`")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    tmp = tempfile.mkdtemp(prefix="bench-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+         "no", "--dir", tmp],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            sys.exit("redis-server did not start")
+        time.sleep(0.02)
+    return proc, port, tmp
+
+
+# ----------------------------------------------------------------------------- contenders
+
+
+class Naive:
+    """The seed's SlidingWindowRateLimiter, unchanged except for the injected client."""
+
+    def __init__(self, redis_client: aioredis.Redis, max_requests: int, window_seconds: int):
+        self.redis = redis_client
+        self.max_requests = max_requests
+        self.window_seconds = window_seconds
+
+    async def acquire(self, key: str = "ratelimit:default") -> bool:
+        now = time.time()
+        window_start = now - self.window_seconds
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, 0, window_start)
+            pipe.zcard(key)
+            pipe.zadd(key, {str(now): now})
+            pipe.expire(key, self.window_seconds)
+            results = await pipe.execute()
+        count = results[1]
+        if count < self.max_requests:
+            return True
+        await self.redis.zrem(key, str(now))
+        return False
+
+
+def client(url: str) -> aioredis.Redis:
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5)
+    return aioredis.Redis.from_pool(pool)
+
+
+Decide = Callable[[], Awaitable[object]]
+
+
+async def contenders(url: str, limit: int, tag: str) -> dict[str, tuple[Decide, object]]:
+    """name -> (decide, closable)"""
+    from limits import RateLimitItemPerSecond
+    from limits.aio.storage import RedisStorage
+    from limits.aio.strategies import MovingWindowRateLimiter
+
+    raw_client = client(url)
+    sha = await raw_client.script_load("return 1")
+
+    async def raw() -> object:
+        return await raw_client.evalsha(sha, 1, f"raw{tag}")
+
+    store = RedisStore.from_url(url, prefix=f"ours{tag}", timeout=5.0)
+    lim = SlidingWindowLimiter(limit, 1.0, store=store, name="bench")
+
+    naive_client = client(url)
+    naive = Naive(naive_client, limit, 1)
+    naive_key = f"naive{tag}"
+
+    storage = RedisStorage(f"async+redis://127.0.0.1:{url.rsplit(':', 1)[1]}",
+                           implementation="redispy", key_prefix=f"limits{tag}")
+    moving = MovingWindowRateLimiter(storage)
+    item = RateLimitItemPerSecond(limit, 1)
+
+    async def lim_hit() -> object:
+        return await moving.hit(item, "bench")
+
+    async def naive_acquire() -> object:
+        return await naive.acquire(naive_key)
+
+    return {
+        "raw EVALSHA": (raw, raw_client),
+        "ours": (lim.try_acquire, store),
+        "naive (seed)": (naive_acquire, naive_client),
+        "limits moving window": (lim_hit, storage),
+    }
+
+
+async def throughput(decide: Decide, tasks: int, seconds: float) -> float:
+    for _ in range(50):  # warm up: connections, script cache
+        await decide()
+    stop = time.perf_counter() + seconds
+    count = 0
+
+    async def loop() -> None:
+        nonlocal count
+        while time.perf_counter() < stop:
+            await decide()
+            count += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*[loop() for _ in range(tasks)])
+    return count / (time.perf_counter() - t0)
+
+
+async def close(obj: object) -> None:
+    if isinstance(obj, (aioredis.Redis, RedisStore)):
+        await obj.aclose()
+
+
+# --------------------------------------------------------------------------------- memory
+
+
+async def memory_per_key(url: str, entries: int) -> dict[str, int]:
+    from limits import RateLimitItemPerMinute
+    from limits.aio.storage import RedisStorage
+    from limits.aio.strategies import MovingWindowRateLimiter
+
+    admin = aioredis.Redis.from_url(url)
+    out: dict[str, int] = {}
+
+    async def total() -> int:
+        n = 0
+        async for k in admin.scan_iter():
+            n += int(await admin.memory_usage(k, samples=0) or 0)
+        return n
+
+    await admin.flushdb()
+    store = RedisStore.from_url(url, prefix="m")
+    lim = SlidingWindowLimiter(entries, 60.0, store=store, name="mem")
+    for _ in range(entries):
+        assert (await lim.try_acquire()).allowed
+    out["ours"] = await total()
+    await store.aclose()
+
+    await admin.flushdb()
+    nc = client(url)
+    naive = Naive(nc, entries, 60)
+    for _ in range(entries):
+        assert await naive.acquire("naive")
+    out["naive (seed)"] = await total()
+    await nc.aclose()
+
+    await admin.flushdb()
+    storage = RedisStorage(f"async+redis://127.0.0.1:{url.rsplit(':', 1)[1]}",
+                           implementation="redispy")
+    moving = MovingWindowRateLimiter(storage)
+    item = RateLimitItemPerMinute(entries, 1)
+    for _ in range(entries):
+        assert await moving.hit(item, "mem")
+    out["limits moving window"] = await total()
+    await admin.flushdb()
+    await admin.aclose()
+    return out
+
+
+# ----------------------------------------------------------------------------------- main
+
+
+async def main(seconds: float) -> None:
+    proc, port, tmp = start_server()
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        v = (await aioredis.Redis.from_url(url).info("server"))["redis_version"]
+        print(f"redis-server {v} on loopback; Python {sys.version.split()[0]}; "
+              f"{os.cpu_count()} CPUs; best of {ROUNDS} interleaved rounds, "
+              f"{seconds}s per cell in all\n")
+        for regime, limit in (("admit", ADMIT_LIMIT), ("reject", REJECT_LIMIT)):
+            rows: dict[str, list[float]] = {}
+            for c in CONCURRENCY:
+                cs = await contenders(url, limit, f"{regime}{c}")
+                # Interleaved rounds, best of each: other load on a shared machine drifts
+                # over a run; measuring contenders back to back would turn drift into ratios.
+                best: dict[str, float] = {}
+                for _ in range(ROUNDS):
+                    for name, (decide, _closable) in cs.items():
+                        x = await throughput(decide, c, seconds / ROUNDS)
+                        best[name] = max(best.get(name, 0.0), x)
+                for name, (_decide, closable) in cs.items():
+                    rows.setdefault(name, []).append(best[name])
+                    await close(closable)
+            print(f"Decisions per second, regime '{regime}' (limit {limit} per 1 s)")
+            print(f"{'':24}" + "".join(f"{f'{c} tasks':>12}" for c in CONCURRENCY))
+            for name, vals in rows.items():
+                print(f"{name:24}" + "".join(f"{x:12.0f}" for x in vals))
+            ours = rows["ours"]
+            for base in ("raw EVALSHA", "naive (seed)", "limits moving window"):
+                ratios = [o / b for o, b in zip(ours, rows[base], strict=True)]
+                print(f"{'ours / ' + base:24}" + "".join(f"{r:12.2f}" for r in ratios))
+            print()
+        print("Memory per key (MEMORY USAGE, all keys of the limiter, bytes)")
+        print(f"{'':24}{'100 entries':>14}{'1000 entries':>14}")
+        m100, m1000 = await memory_per_key(url, 100), await memory_per_key(url, 1000)
+        for name in m100:
+            print(f"{name:24}{m100[name]:14d}{m1000[name]:14d}")
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=1.5, help="measurement time per cell")
+    asyncio.run(main(ap.parse_args().seconds))

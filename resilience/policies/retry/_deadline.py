@@ -1,0 +1,142 @@
+"""Cheap per-attempt deadlines: one shared timer per event loop instead of one per attempt.
+
+``asyncio.timeout`` costs a ``TimerHandle`` (Python objects, a heap push with Python-level
+comparisons) plus a context-manager object per use: several microseconds per attempt, more than
+the whole retrier. Here every running attempt registers ``[deadline, seq, task, state]`` in a
+per-loop heap of plain lists (compared in C), and one loop timer fires at the earliest
+deadline, cancelling the tasks whose attempts are still running. Finished attempts are marked
+done and removed lazily; the heap is compacted when more than half of it is dead, so memory
+stays proportional to the attempts in flight.
+
+The cancellation is turned back into :class:`TimeoutError` by :func:`run_bounded`, with the
+same bookkeeping as ``asyncio.timeout`` (``Task.uncancel`` on 3.11+), so an *external*
+cancellation arriving at the same time still propagates as ``CancelledError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+__all__ = ["run_bounded"]
+
+T = TypeVar("T")
+
+_ACTIVE, _DONE, _FIRED = 0, 1, 2
+_monotonic = time.monotonic
+_current_task = asyncio.current_task
+
+
+class _Watchdog:
+    __slots__ = ("dead", "handle", "heap", "loop", "seq", "when")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.heap: list[list[Any]] = []
+        self.handle: asyncio.TimerHandle | None = None
+        self.when = float("inf")
+        self.seq = itertools.count()
+        self.dead = 0
+
+    def add(self, deadline: float, task: asyncio.Task[Any]) -> list[Any]:
+        entry = [deadline, next(self.seq), task, _ACTIVE]
+        heapq.heappush(self.heap, entry)
+        if deadline < self.when:
+            self._arm(deadline)
+        return entry
+
+    def done(self, entry: list[Any]) -> None:
+        entry[3] = _DONE
+        entry[2] = None  # drop the task reference at once
+        self.dead += 1
+        if self.dead > 64 and self.dead * 2 > len(self.heap):
+            self.heap = [e for e in self.heap if e[3] == _ACTIVE]
+            heapq.heapify(self.heap)
+            self.dead = 0
+
+    def _arm(self, deadline: float) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        self.when = deadline
+        # loop.time() and time.monotonic() share a clock in asyncio's default loops; convert
+        # through the difference so a loop with another origin (uvloop) works too.
+        delay = deadline - _monotonic()
+        self.handle = self.loop.call_later(delay if delay > 0 else 0, self._fire)
+
+    def _fire(self) -> None:
+        self.handle = None
+        self.when = float("inf")
+        heap = self.heap
+        now = _monotonic()
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if entry[3] == _ACTIVE:
+                entry[3] = _FIRED
+                entry[2].cancel()
+            else:
+                self.dead -= 1
+        while heap and heap[0][3] != _ACTIVE:
+            heapq.heappop(heap)
+            self.dead -= 1
+        if self.dead < 0:  # pragma: no cover - defensive
+            self.dead = 0
+        if heap:
+            self._arm(heap[0][0])
+
+
+_last: tuple[asyncio.AbstractEventLoop | None, _Watchdog | None] = (None, None)
+
+
+def _watchdog(loop: asyncio.AbstractEventLoop) -> _Watchdog:
+    global _last
+    last = _last  # one read: other threads run other loops
+    if last[0] is loop:
+        return last[1]  # type: ignore[return-value]
+    dog: _Watchdog | None = getattr(loop, "_resilience_watchdog", None)
+    if dog is None:
+        dog = _Watchdog(loop)
+        # a loop type that refuses attributes (uvloop) keeps only the one-entry cache
+        with contextlib.suppress(AttributeError):
+            loop._resilience_watchdog = dog  # type: ignore[attr-defined]
+    _last = (loop, dog)
+    return dog
+
+
+async def run_bounded(call: Callable[[], Awaitable[T]], deadline: float) -> T:
+    """``await call()`` cancelled at ``deadline`` (``time.monotonic()``), which then raises
+    :class:`TimeoutError`; a deadline already passed raises it without calling."""
+    task = _current_task()
+    if task is None:  # pragma: no cover - not inside a task
+        raise RuntimeError("a deadline needs a running asyncio task")
+    if deadline <= _monotonic():
+        raise TimeoutError("deadline reached before the attempt started")
+    dog = _watchdog(task.get_loop())
+    entry = dog.add(deadline, task)
+    try:
+        return await call()
+    except asyncio.CancelledError as exc:
+        if entry[3] == _FIRED and _uncancel(task):
+            raise TimeoutError("deadline reached during the attempt") from exc
+        raise
+    finally:
+        if entry[3] == _ACTIVE:
+            dog.done(entry)
+
+
+if sys.version_info >= (3, 11):
+
+    def _uncancel(task: asyncio.Task[Any]) -> bool:
+        # Ours was the only cancellation request: convert it. Otherwise someone else cancelled
+        # the task too, and CancelledError must propagate (as asyncio.timeout does).
+        return task.uncancel() == 0
+
+else:  # pragma: no cover - Python 3.10
+
+    def _uncancel(task: asyncio.Task[Any]) -> bool:
+        return True

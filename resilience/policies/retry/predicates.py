@@ -1,0 +1,102 @@
+"""What :class:`resilience.Retry` retries: the default classification and ``retry_on``.
+
+Default (``retry_on=None``), an exception is retried when it
+
+- subclasses :class:`resilience.Retryable`, or carries a numeric ``retry_after`` attribute
+  (a retry hint), or
+- is a :class:`TimeoutError` (including ``asyncio.TimeoutError`` on 3.10) or a
+  :class:`ConnectionError`;
+
+and never otherwise. The library's own errors follow fixed rules whatever ``retry_on`` says,
+unless ``retry_on`` names one of their types explicitly:
+
+- :class:`resilience.RateLimited` is never retried: the limiter already waited as long as the
+  call's deadline allowed, so another attempt could only fail the same way;
+- :class:`resilience.StoreUnavailable` is never retried: the shared store is down, and
+  hammering it is what the fallback policies are for;
+- :class:`resilience.CircuitOpen` is retried only when the wait covers its ``retry_after``
+  within the deadline and the backoff's cap, so the next attempt can be the half-open probe.
+
+A predicate ``retry_on`` receives every :class:`Exception` (library errors included) and is
+taken literally. :class:`BaseException` subclasses that are not :class:`Exception`
+(``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit``) are never seen: they
+propagate at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import Any
+
+from resilience.errors import CircuitOpen, ResilienceError, Retryable
+
+__all__ = ["ExceptionPredicate", "RetryOn", "compile_retry_on", "default_retryable", "hint_of"]
+
+#: A predicate over an exception: ``True`` means "retry".
+ExceptionPredicate = Callable[[Exception], bool]
+#: What ``retry_on`` accepts: an exception type, a tuple of types, or a predicate.
+RetryOn = type[BaseException] | tuple[type[BaseException], ...] | ExceptionPredicate | None
+
+_TRANSIENT = (TimeoutError, asyncio.TimeoutError, ConnectionError)
+
+
+def hint_of(obj: object) -> float | None:
+    """``obj.retry_after`` as seconds when it is a finite number ``>= 0``, else ``None``."""
+    h: Any = getattr(obj, "retry_after", None)
+    if h is None or isinstance(h, bool) or not isinstance(h, (int, float)):
+        return None
+    v = float(h)
+    if not math.isfinite(v) or v < 0:
+        return None
+    return v
+
+
+def _library_rule(exc: ResilienceError) -> bool:
+    # CircuitOpen is retryable *if* the wait can cover retry_after: the retrier checks that.
+    return isinstance(exc, CircuitOpen)
+
+
+def default_retryable(exc: Exception) -> bool:
+    """The default classification (see the module docs)."""
+    if isinstance(exc, ResilienceError):
+        return _library_rule(exc)
+    if isinstance(exc, (Retryable, *_TRANSIENT)):
+        return True
+    return hint_of(exc) is not None
+
+
+def compile_retry_on(retry_on: RetryOn) -> ExceptionPredicate:
+    """Turn a ``retry_on`` option into a predicate; ``TypeError`` names ``retry_on``."""
+    if retry_on is None:
+        return default_retryable
+    if isinstance(retry_on, type):
+        types: tuple[type[BaseException], ...] = (retry_on,)
+    elif isinstance(retry_on, tuple):
+        types = retry_on
+    elif callable(retry_on):
+        return retry_on
+    else:
+        raise TypeError(
+            "retry_on must be an exception type, a tuple of exception types or a predicate, "
+            f"got {type(retry_on).__name__}"
+        )
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, BaseException)):
+            raise TypeError(f"retry_on must contain exception types only, got {t!r}")
+        if not issubclass(t, Exception):
+            raise ValueError(
+                f"retry_on must not contain {t.__name__}: cancellation and interpreter exits "
+                "are never retried"
+            )
+    named_library = tuple(t for t in types if issubclass(t, ResilienceError))
+
+    def by_type(exc: Exception) -> bool:
+        if isinstance(exc, ResilienceError):
+            if named_library and isinstance(exc, named_library):
+                return True
+            return _library_rule(exc)
+        return isinstance(exc, types)
+
+    return by_type

@@ -1,0 +1,363 @@
+"""The retrier: jittered backoff, retry hints, a deadline for the whole call, a retry budget.
+
+Semantics of one call under ``Retry(attempts, backoff=..., deadline=..., budget=...)``:
+
+1. Attempt 1 runs. If it returns a result that ``retry_if_result`` does not flag, that result
+   is returned; if it raises an exception that is not retryable (see
+   :mod:`resilience.policies.retry.predicates`), that exception propagates unchanged (with a
+   note when earlier attempts failed).
+2. Otherwise the next delay is ``max(backoff(attempt, previous_delay), retry_after)``, capped at
+   the strategy's ``max``; ``retry_after`` is the failure's hint (an attribute of the exception
+   or of the flagged result) and the telemetry source is ``"retry_after"`` when it won.
+3. The retrier gives up, re-raising the last exception, when: ``attempts`` are used up; the
+   delay would end at or past the deadline (no attempt starts after it); a
+   :class:`resilience.CircuitOpen` would still be open after the capped delay; or the budget
+   refuses the retry. A flagged *result* is returned instead of raised.
+4. It logs the retry, sleeps, and runs the next attempt.
+
+On giving up, the exception carries a PEP 678 note listing each attempt's error and delay.
+``asyncio.CancelledError``, ``KeyboardInterrupt`` and ``SystemExit`` are never caught: they
+propagate at once, from an attempt or from a backoff sleep.
+
+The deadline bounds everything: attempts run under a timeout that expires at the deadline (the
+attempt is cancelled and its :class:`TimeoutError` surfaces), no sleep runs past it, and inner
+policies see it in :attr:`CallContext.deadline <resilience.CallContext>` (a rate limiter waits
+no longer than the time left).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+from resilience import telemetry
+from resilience.backoff import exponential
+from resilience.errors import CircuitOpen
+from resilience.pipeline import CallContext, PolicyBase
+from resilience.policies._validate import check_name, positive_int, positive_seconds
+from resilience.policies.retry._deadline import run_bounded
+from resilience.policies.retry.budget import RetryBudget
+from resilience.policies.retry.predicates import RetryOn, compile_retry_on, hint_of
+
+__all__ = ["Retry"]
+
+T = TypeVar("T")
+logger = logging.getLogger("resilience")
+
+_monotonic = time.monotonic
+_instrument_attempt = telemetry.instrument_attempt
+_enabled = telemetry.enabled
+
+
+class _TestingState:
+    """Set by :func:`resilience.testing.set_testing`: no sleeps, attempts capped."""
+
+    __slots__ = ("active", "attempts")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.attempts = 1
+
+
+TESTING = _TestingState()
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """PEP 678 ``add_note``, with the ``__notes__`` fallback for Python 3.10."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:  # pragma: no cover - exercised on 3.10 only
+        notes = getattr(exc, "__notes__", None)
+        if not isinstance(notes, list):
+            notes = []
+        notes.append(note)
+        exc.__notes__ = notes  # type: ignore[attr-defined]
+
+
+def _bounded(call: Callable[[], Awaitable[T]], ctx: CallContext) -> Awaitable[T]:
+    """One attempt, cancelled at ``ctx.deadline`` (then :class:`TimeoutError`)."""
+    deadline = ctx.deadline
+    assert deadline is not None
+    if _enabled():
+        return run_bounded(functools.partial(_instrument_attempt, call, ctx), deadline)
+    return run_bounded(call, deadline)
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "result rejected by retry_if_result"
+    return f"{type(exc).__qualname__}: {exc}" if str(exc) else type(exc).__qualname__
+
+
+class Retry(PolicyBase):
+    """Retry a failing call with jittered exponential backoff, bounded by attempts, a deadline
+    and an optional fleet-wide budget.
+
+    Usable as a decorator (``@Retry(...)``), through ``await retry.call(fn, *args)``, and as a
+    :class:`resilience.Pipeline` policy, where every attempt runs the policies inside it
+    (``Pipeline(Retry(...), limiter)``: each attempt takes a limiter permit).
+
+    Args:
+        attempts: the most attempts per call, first included (``>= 1``; ``1`` never retries).
+        backoff: the delay strategy: :func:`resilience.backoff.exponential` (the default:
+            ``initial=1.0, multiplier=2.0, max=60.0, jitter="full"``),
+            :func:`resilience.backoff.constant`, or any callable
+            ``(attempt, previous_delay) -> seconds``; its ``max`` attribute, if any, caps every
+            delay, hints included.
+        retry_on: which exceptions to retry: a type, a tuple of types, or a predicate over the
+            exception. Default: :class:`resilience.Retryable` subclasses, exceptions carrying a
+            numeric ``retry_after``, :class:`TimeoutError` and :class:`ConnectionError`. The
+            library's own errors follow fixed rules (see
+            :mod:`resilience.policies.retry.predicates`).
+        retry_if_result: a predicate over a *returned* value: ``True`` means "this result is a
+            failure, retry" (APIs that return errors). A ``retry_after`` attribute on the
+            result is honoured as a hint. When retries run out, the last result is returned.
+        deadline: seconds for the whole call, attempts and sleeps together (``> 0``): no
+            attempt starts after it, a running attempt is cancelled at it, and no sleep runs
+            past it. The tighter of this and an enclosing deadline applies.
+        budget: a :class:`resilience.RetryBudget` shared by the calls (fleet-wide through a
+            Redis store); each call deposits, each retry withdraws.
+        name: the policy's name in logs, notes and telemetry (default ``"retry"``).
+
+    Raises:
+        TypeError, ValueError: at construction, naming the offending parameter.
+    """
+
+    #: Tells :class:`resilience.Pipeline` that this policy opens one span per attempt.
+    starts_attempts = True
+
+    def __init__(
+        self,
+        attempts: int = 3,
+        *,
+        backoff: Callable[[int, float], float] | None = None,
+        retry_on: RetryOn = None,
+        retry_if_result: Callable[[Any], bool] | None = None,
+        deadline: float | None = None,
+        budget: RetryBudget | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.attempts = positive_int("attempts", attempts)
+        if backoff is None:
+            backoff = exponential()
+        elif not callable(backoff):
+            raise TypeError(
+                "backoff must be a strategy from resilience.backoff or a callable "
+                f"(attempt, previous_delay) -> seconds, got {type(backoff).__name__}"
+            )
+        cap = getattr(backoff, "max", math.inf)
+        if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap >= 0:
+            raise ValueError(f"backoff.max must be a number of seconds >= 0, got {cap!r}")
+        self.backoff = backoff
+        self._cap = float(cap)
+        self.retry_on = retry_on
+        self._retryable = compile_retry_on(retry_on)
+        if retry_if_result is not None and not callable(retry_if_result):
+            raise TypeError(
+                f"retry_if_result must be a predicate, got {type(retry_if_result).__name__}"
+            )
+        self.retry_if_result = retry_if_result
+        self.deadline = None if deadline is None else positive_seconds("deadline", deadline)
+        if budget is not None and not isinstance(budget, RetryBudget):
+            raise TypeError(f"budget must be a RetryBudget, got {type(budget).__name__}")
+        self.budget = budget
+        self.name = "retry" if name is None else check_name(name)
+
+    def __repr__(self) -> str:
+        return (
+            f"Retry(attempts={self.attempts}, backoff={self.backoff!r}, "
+            f"deadline={self.deadline}, budget={self.budget!r}, name={self.name!r})"
+        )
+
+    async def execute(self, call: Callable[[], Awaitable[T]], ctx: CallContext) -> T:
+        """Pipeline policy: run ``call`` (the rest of the chain) with retries (see the class)."""
+        budget = self.budget
+        if budget is not None:
+            budget.deposit()
+        ctx.attempt = 1
+        exc: Exception | None = None
+        result: Any = None
+        outer: float | None
+        if self.deadline is None:
+            if ctx.deadline is None:
+                # The hot path: one attempt, no deadline.
+                try:
+                    if _enabled():
+                        result = await _instrument_attempt(call, ctx)
+                    else:
+                        result = await call()
+                except Exception as e:
+                    exc = e
+                if exc is None and (
+                    self.retry_if_result is None or not self.retry_if_result(result)
+                ):
+                    return result  # type: ignore[no-any-return]
+                return await self._retry(call, ctx, exc, result)
+            outer = ctx.deadline
+        else:
+            outer = ctx.deadline
+            d = _monotonic() + self.deadline
+            if outer is None or d < outer:
+                ctx.deadline = d
+        # A deadline applies (ours, or an enclosing one we honour in our sleeps).
+        try:
+            try:
+                if self.deadline is None:
+                    result = await _instrument_attempt(call, ctx)
+                else:
+                    result = await _bounded(call, ctx)
+            except Exception as e:
+                exc = e
+            if exc is None and (self.retry_if_result is None or not self.retry_if_result(result)):
+                return result  # type: ignore[no-any-return]
+            return await self._retry(call, ctx, exc, result)
+        finally:
+            ctx.deadline = outer
+
+    async def _retry(
+        self,
+        call: Callable[[], Awaitable[T]],
+        ctx: CallContext,
+        exc: Exception | None,
+        result: Any,
+    ) -> T:
+        """Attempts 2..n, after attempt 1 failed with ``exc`` (or a flagged ``result``)."""
+        max_attempts = self.attempts
+        testing = TESTING.active
+        if testing and TESTING.attempts < max_attempts:
+            max_attempts = TESTING.attempts
+        history: list[tuple[int, str, float]] = []
+        attempt = 1
+        prev_delay = 0.0
+        own_deadline = self.deadline is not None
+        pred = self.retry_if_result
+        while True:
+            # -- decide whether and when to retry
+            reason: str | None = None
+            hint: float | None = None
+            delay = 0.0
+            source: telemetry.DelaySource = "backoff"
+            if exc is not None and not self._retryable(exc):
+                reason = "not_retryable"
+            else:
+                hint = hint_of(exc if exc is not None else result)
+                if attempt >= max_attempts:
+                    reason = "attempts"
+            if reason is None:
+                delay = self._delay(attempt, prev_delay)
+                if hint is not None and hint > delay:
+                    delay = hint
+                    source = "retry_after"
+                if delay > self._cap:
+                    delay = self._cap
+                if isinstance(exc, CircuitOpen) and hint is not None and delay < hint:
+                    reason = "circuit_open"
+                elif ctx.deadline is not None and _monotonic() + delay >= ctx.deadline:
+                    reason = "deadline"
+                elif self.budget is not None and not await self.budget.withdraw():
+                    reason = "budget"
+            if reason is not None:
+                return cast(T, self._give_up(ctx, exc, result, reason, attempt, history))
+            # -- retry
+            history.append((attempt, _describe(exc), delay))
+            what = type(exc).__qualname__ if exc is not None else "result"
+            if logger.isEnabledFor(logging.WARNING):
+                logger.warning(
+                    "%s: attempt %d of %s failed (%s); retrying in %.3fs",
+                    self.name,
+                    attempt,
+                    ctx.operation,
+                    what,
+                    delay,
+                    extra={
+                        "policy": self.name,
+                        "operation": ctx.operation,
+                        "attempt": attempt,
+                        "delay": delay,
+                        "reason": what,
+                        "delay_source": source,
+                    },
+                )
+            telemetry.retry_scheduled(
+                ctx, policy=self.name, attempt=attempt, delay=delay, source=source, error=exc
+            )
+            if delay > 0 and not testing:
+                await asyncio.sleep(delay)
+            if ctx.deadline is not None and _monotonic() >= ctx.deadline:
+                # Sleep overshoot: the deadline passed while sleeping; start nothing.
+                return cast(T, self._give_up(ctx, exc, result, "deadline", attempt, history))
+            attempt += 1
+            prev_delay = delay
+            ctx.attempt = attempt
+            exc = None
+            try:
+                if own_deadline:
+                    result = await _bounded(call, ctx)
+                else:
+                    result = await _instrument_attempt(call, ctx)
+            except Exception as e:
+                exc = e
+            if exc is None and (pred is None or not pred(result)):
+                return result  # type: ignore[no-any-return]
+
+    def _delay(self, attempt: int, prev_delay: float) -> float:
+        d = self.backoff(attempt, prev_delay)
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < math.inf:
+            raise ValueError(
+                f"backoff returned {d!r} for attempt {attempt}: it must return a finite number "
+                "of seconds >= 0"
+            )
+        return float(d)
+
+    def _give_up(
+        self,
+        ctx: CallContext,
+        exc: Exception | None,
+        result: Any,
+        reason: str,
+        attempt: int,
+        history: list[tuple[int, str, float]],
+    ) -> Any:
+        if reason != "not_retryable" or history:
+            telemetry.retry_exhausted(ctx, policy=self.name, attempts=attempt, reason=reason)
+        if reason == "not_retryable" and not history:
+            assert exc is not None
+            raise exc
+        why = {
+            "attempts": f"all {attempt} attempts failed",
+            "deadline": f"deadline of {self._deadline_text(ctx)} reached",
+            "budget": f"retry budget {self.budget.name if self.budget else ''!r} exhausted",
+            "circuit_open": "circuit breaker stays open longer than the backoff allows",
+            "not_retryable": "error is not retryable",
+        }[reason]
+        lines = [f"{self.name}: gave up after {attempt} attempt(s) of {ctx.operation}: {why}"]
+        for n, desc, delay in history:
+            lines.append(f"  attempt {n}: {desc}; retried after {delay:.3f}s")
+        lines.append(f"  attempt {attempt}: {_describe(exc)}")
+        if history or reason != "attempts":
+            logger.warning(
+                "%s: gave up on %s after %d attempt(s): %s",
+                self.name,
+                ctx.operation,
+                attempt,
+                reason,
+                extra={
+                    "policy": self.name,
+                    "operation": ctx.operation,
+                    "attempt": attempt,
+                    "reason": reason,
+                },
+            )
+        if exc is None:
+            return result
+        add_note(exc, "\n".join(lines))
+        raise exc
+
+    def _deadline_text(self, ctx: CallContext) -> str:
+        return f"{self.deadline}s" if self.deadline is not None else "the enclosing call"

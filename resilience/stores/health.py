@@ -1,0 +1,286 @@
+"""The small breaker in front of Redis: fail fast while it is down, probe it with backoff.
+
+Every Redis store has one :class:`StoreHealth`. It bounds and watches each call:
+
+- **Bounded.** A call (pool wait, NOSCRIPT reload and redis-py's own retries included) is
+  cancelled after the store's ``timeout`` and becomes :class:`resilience.StoreUnavailable`.
+  A hanging Redis (``SIGSTOP``, ``DEBUG SLEEP``, a dropped network) therefore costs a caller
+  at most ``timeout`` plus scheduling noise, never a hang. redis-py disconnects a connection
+  whose command was cancelled, so no reply is ever delivered to the wrong caller.
+- **Degraded.** The first outage-like failure (connection refused or reset, timeout, a
+  failover in progress, a read-only replica, ``LOADING``/``BUSY``/``CLUSTERDOWN``...) puts the
+  store in *degraded* mode: calls fail at once with ``StoreUnavailable`` without touching
+  Redis, so the policies' fallback decides in microseconds and a dead Redis is not hammered.
+- **Probed.** While degraded, one call at a time is let through as a probe once the next
+  probe time has come. Probe times are spaced by exponential backoff with jitter, from
+  :data:`PROBE_MIN` doubling up to :data:`PROBE_MAX` seconds (each delay drawn uniformly in
+  ``[d/2, d]``), so a fleet does not probe in lockstep. A successful probe (any answer from
+  Redis) ends degraded mode: the next call is shared again.
+- **Visible.** Entering and leaving degraded mode logs a warning / info line on the
+  ``resilience`` logger and calls :func:`resilience.telemetry.store_degraded` (span event and
+  metric).
+
+Errors that say nothing about availability (a script error, a wrong type) pass through
+without degrading the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from redis.exceptions import (
+    ClusterError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from resilience import telemetry
+from resilience.errors import StoreUnavailable
+
+__all__ = [
+    "PROBE_MAX",
+    "PROBE_MIN",
+    "StoreHealth",
+    "client_secrets",
+    "client_timeout",
+    "health_of",
+    "is_outage",
+    "redact",
+]
+
+T = TypeVar("T")
+logger = logging.getLogger("resilience")
+
+#: First probe delay after a failure (seconds, before jitter).
+PROBE_MIN = 0.1
+#: Longest probe delay (seconds): once Redis is back, shared decisions resume within this.
+PROBE_MAX = 2.0
+
+# ConnectionError covers BusyLoadingError, AuthenticationError and Sentinel's
+# MasterNotFoundError; ClusterError covers ClusterDownError and the MOVED/ASK storms.
+_OUTAGE_TYPES = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterError,
+    TryAgainError,
+    ReadOnlyError,
+    OSError,
+    asyncio.TimeoutError,
+)
+_OUTAGE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "OOM")
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+
+
+if sys.version_info >= (3, 11):
+
+    async def _bounded(coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        async with asyncio.timeout(timeout):
+            return await coro
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _bounded(coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` with URL credentials (``scheme://user:pass@``) and each of ``secrets`` masked."""
+    text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+    for s in secrets:
+        if s and len(s) >= 3:
+            text = text.replace(s, "***")
+    return text
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` (a redis-py or socket error) means "Redis cannot decide right now"."""
+    if isinstance(exc, _OUTAGE_TYPES):
+        return True
+    if isinstance(exc, ResponseError):
+        return str(exc).upper().startswith(_OUTAGE_PREFIXES)
+    return False
+
+
+class StoreHealth:
+    """Degraded-mode tracking and call bounding for one store (see the module docs).
+
+    Args:
+        label: the store's label, for logs and telemetry (never contains credentials).
+        timeout: the longest one call may take, in seconds.
+        secrets: strings to mask in exception messages (the store's password, user name).
+        clock: a monotonic clock in seconds.
+        probe_min, probe_max: the probe backoff bounds in seconds.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        timeout: float,
+        *,
+        secrets: tuple[str, ...] = (),
+        clock: Callable[[], float] = time.monotonic,
+        probe_min: float = PROBE_MIN,
+        probe_max: float = PROBE_MAX,
+    ) -> None:
+        self.label = label
+        self.timeout = timeout
+        self.secrets = tuple(s for s in secrets if s)
+        self._clock = clock
+        self.probe_min = probe_min
+        self.probe_max = probe_max
+        #: True while the store is degraded.
+        self.degraded = False
+        self._failures = 0
+        self._next_probe = 0.0
+        self._probing = False
+        self._reason = ""
+
+    def __repr__(self) -> str:
+        state = "degraded" if self.degraded else "healthy"
+        return f"StoreHealth({self.label!r}, {state})"
+
+    def _probe_delay(self) -> float:
+        d = min(self.probe_max, self.probe_min * 2 ** min(self._failures - 1, 30))
+        return random.uniform(d / 2, d)
+
+    def _fail_fast(self) -> StoreUnavailable:
+        left = max(self._next_probe - self._clock(), 0.0)
+        return StoreUnavailable(
+            f"store {self.label} is degraded ({self._reason}); next probe in {left:.3f}s"
+        )
+
+    def check(self) -> None:
+        """Raise :class:`StoreUnavailable` at once if degraded and no probe is due."""
+        if self.degraded and (self._probing or self._clock() < self._next_probe):
+            raise self._fail_fast()
+
+    async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """Await ``fn(*args)`` within the timeout, unless the store is degraded (fail fast).
+
+        ``fn`` raises :class:`StoreUnavailable` (with the redis error as ``__cause__``) or
+        returns; this method re-raises a :class:`StoreUnavailable` whose message is redacted.
+        """
+        probe = False
+        if self.degraded:
+            if self._probing or self._clock() < self._next_probe:
+                raise self._fail_fast()
+            self._probing = probe = True
+        try:
+            result = await _bounded(fn(*args), self.timeout)
+        except StoreUnavailable as exc:
+            cause = exc.__cause__
+            if cause is None or is_outage(cause):
+                self._on_failure(cause)
+            elif probe:
+                # Redis answered (with an error unrelated to availability): it is up.
+                self._on_success()
+            raise StoreUnavailable(redact(str(exc), self.secrets)) from cause
+        except asyncio.TimeoutError as exc:
+            # Our own deadline: the call was cancelled (redis-py drops that connection).
+            self._on_failure(exc)
+            raise StoreUnavailable(
+                f"store {self.label} did not answer within {self.timeout:.3f}s"
+            ) from None
+        except BaseException:
+            # Cancelled by the caller: says nothing about Redis.
+            if probe:
+                self._probing = False
+            raise
+        if self.degraded:
+            self._on_success()
+        return result
+
+    def _on_failure(self, cause: BaseException | None) -> None:
+        self._probing = False
+        self._failures += 1
+        self._next_probe = self._clock() + self._probe_delay()
+        if not self.degraded:
+            self.degraded = True
+            self._reason = (
+                "timeout"
+                if cause is None or isinstance(cause, asyncio.TimeoutError)
+                else type(cause).__name__
+            )
+            logger.warning(
+                "store %s is unreachable (%s): degraded mode, policies use their fallback",
+                self.label,
+                self._reason,
+                extra={"store": self.label, "degraded": True, "reason": self._reason},
+            )
+            telemetry.store_degraded(store=self.label, degraded=True, reason=self._reason)
+
+    def _on_success(self) -> None:
+        self._probing = False
+        if self.degraded:
+            self.degraded = False
+            self._failures = 0
+            logger.info(
+                "store %s answers again: shared state resumes",
+                self.label,
+                extra={"store": self.label, "degraded": False},
+            )
+            telemetry.store_degraded(store=self.label, degraded=False, reason="recovered")
+
+    def reset(self) -> None:
+        """Forget any failure: the next call goes to Redis (used by tests and after a fork)."""
+        self.degraded = False
+        self._failures = 0
+        self._probing = False
+        self._next_probe = 0.0
+
+
+def health_of(store: Any) -> StoreHealth:
+    """The :class:`StoreHealth` of a Redis store (created on first use)."""
+    h: StoreHealth | None = store.__dict__.get("_health")
+    if h is None:
+        client = store.client
+        h = StoreHealth(store.label, client_timeout(client), secrets=client_secrets(client))
+        store.__dict__["_health"] = h
+    return h
+
+
+#: The bound used when the client has no ``socket_timeout`` (seconds).
+DEFAULT_BOUND = 0.5
+
+
+def _connection_kwargs(client: Any) -> dict[str, Any]:
+    try:
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None:
+            return dict(pool.connection_kwargs)
+        nm = getattr(client, "nodes_manager", None)
+        if nm is not None:
+            return dict(nm.connection_kwargs)
+    except Exception:  # pragma: no cover - defensive
+        pass
+    return {}
+
+
+def client_timeout(client: Any) -> float:
+    """The bound on one store call: the client's ``socket_timeout``, else :data:`DEFAULT_BOUND`."""
+    t = _connection_kwargs(client).get("socket_timeout")
+    if isinstance(t, (int, float)) and t > 0:
+        return float(t)
+    return DEFAULT_BOUND
+
+
+def client_secrets(client: Any) -> tuple[str, ...]:
+    """The client's password and user name, to be masked in messages."""
+    kw = _connection_kwargs(client)
+    out = []
+    for k in ("password", "username"):
+        v = kw.get(k)
+        if isinstance(v, str) and v:
+            out.append(v)
+    return tuple(out)

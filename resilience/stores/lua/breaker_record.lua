@@ -1,0 +1,103 @@
+-- Circuit breaker: record the outcome of a call admitted in generation ARGV[9].
+--
+-- KEYS: state hash, failure log, probe leases (see breaker_acquire.lua)
+-- ARGV: threshold, window_us, break_us, max_break_us, max_probes, success_threshold,
+--       lease_us, outcome (ok|fail|ignore), gen, probe token ('' if none), hint_us,
+--       member (fleet-unique id of this failure)
+-- Returns {state, gen, wait_us, permit = '', token = '', old, stale (0/1), failures}
+--
+-- Clock: Redis TIME only; integers formatted with %d. Every transition increments gen.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local threshold = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local brk = tonumber(ARGV[3])
+local maxb = tonumber(ARGV[4])
+local succ = tonumber(ARGV[6])
+local lease = tonumber(ARGV[7])
+local outcome = ARGV[8]
+local cgen = tonumber(ARGV[9])
+local token = ARGV[10]
+local hint = tonumber(ARGV[11])
+
+local h = redis.call('HMGET', KEYS[1], 'st', 'ou', 'g', 'tr', 'pk')
+local st = h[1] or 'closed'
+local ou = tonumber(h[2]) or 0
+local gen = tonumber(h[3]) or 0
+local tr = tonumber(h[4]) or 0
+local pk = tonumber(h[5]) or 0
+
+local function fmt(x) return string.format('%d', x) end
+
+local function touch(open_until)
+  local rem = open_until - now
+  if rem < 0 then rem = 0 end
+  redis.call('PEXPIRE', KEYS[1], math.floor((rem + window + lease) / 1000) + 3600000)
+end
+
+-- Open for the break of trip number `trips` (doubling up to max_break), at least the hint.
+local function trip(from, trips)
+  local b = brk
+  if maxb > brk and trips > 1 then
+    b = brk * (2 ^ (trips - 1))
+    if b > maxb then b = maxb end
+  end
+  if hint > b then b = hint end
+  local until_ = now + math.floor(b)
+  gen = gen + 1
+  redis.call('HSET', KEYS[1], 'st', 'open', 'ou', fmt(until_), 'g', fmt(gen), 'tr', trips,
+    'pk', 0)
+  redis.call('DEL', KEYS[2], KEYS[3])
+  touch(until_)
+  return {'open', gen, fmt(until_ - now), '', '', from, 0, 0}
+end
+
+if st == 'half_open' then
+  if token == '' or redis.call('ZREM', KEYS[3], token) == 0 then
+    return {st, gen, 0, '', '', '', 1, 0}
+  end
+  if outcome == 'fail' then
+    return trip('half_open', tr + 1)
+  end
+  if outcome == 'ok' then
+    pk = pk + 1
+    if pk >= succ then
+      gen = gen + 1
+      redis.call('HSET', KEYS[1], 'st', 'closed', 'g', fmt(gen), 'tr', 0, 'pk', 0)
+      redis.call('DEL', KEYS[2], KEYS[3])
+      touch(0)
+      return {'closed', gen, 0, '', '', 'half_open', 0, 0}
+    end
+    redis.call('HSET', KEYS[1], 'pk', pk)
+    touch(0)
+  end
+  return {st, gen, 0, '', '', '', 0, 0}
+end
+
+if st == 'open' then
+  -- Outcomes while open are stale; an upstream Retry-After still keeps it open that long.
+  if outcome == 'fail' and hint > 0 and now + hint > ou then
+    ou = now + hint
+    redis.call('HSET', KEYS[1], 'ou', fmt(ou))
+    touch(ou)
+  end
+  local wait = ou - now
+  if wait < 0 then wait = 0 end
+  return {st, gen, fmt(wait), '', '', '', 1, 0}
+end
+
+-- Closed.
+if cgen ~= gen or token ~= '' then
+  return {st, gen, 0, '', '', '', 1, 0}
+end
+if outcome ~= 'fail' then
+  return {st, gen, 0, '', '', '', 0, 0}
+end
+redis.call('ZADD', KEYS[2], fmt(now), ARGV[12])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now - window))
+local n = redis.call('ZCARD', KEYS[2])
+if n >= threshold then
+  return trip('closed', tr + 1)
+end
+redis.call('PEXPIRE', KEYS[2], math.floor(window / 1000) + 1000)
+return {st, gen, 0, '', '', '', 0, n}
