@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resilience import MemoryStore, SlidingWindowLimiter, all_of
+from resilience.policies._validate import MAX_SECONDS
 from tests import redis_servers
 
 numbers = st.one_of(
@@ -28,9 +29,15 @@ def _valid_int(v: object) -> bool:
 
 
 def _valid_seconds(v: object, positive: bool) -> bool:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
         return False
-    return v > 0 if positive else v >= 0
+    try:
+        f = float(v)
+    except OverflowError:
+        return False
+    if not math.isfinite(f) or f > MAX_SECONDS:  # ~3 years: exact as µs in a Lua double
+        return False
+    return f > 0 if positive else f >= 0
 
 
 @settings(max_examples=300, deadline=None)

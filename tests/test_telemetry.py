@@ -939,3 +939,38 @@ def test_setup_telemetry_installs_globals_and_instruments_aiohttp():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("OK")
+
+
+async def test_degraded_store_is_visible_as_an_event_and_metrics(otel: Otel):
+    # A Redis nobody listens on: the first decision fails, the store becomes degraded (a span
+    # event on the call span, the gauge at 1) and the fallback ("allow") decides, counted.
+    from resilience import RedisStore
+    from tests.redis_servers import free_port
+
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", timeout=0.3)
+    limiter = SlidingWindowLimiter(5, 1.0, store=store, name="down", fallback="allow")
+
+    @Pipeline(limiter, name="degraded")
+    async def work() -> int:
+        return 1
+
+    try:
+        assert await work() == 1
+        assert await work() == 1  # fails fast in degraded mode, still allowed
+    finally:
+        await store.aclose()
+    # The event lands on the span current when the decision failed: here the attempt span.
+    events = [
+        e for s in otel.finished() for e in s.events if e.name == names.EVENT_STORE_STATE_CHANGE
+    ]
+    assert len(events) == 1
+    attrs = dict(events[0].attributes or {})
+    assert attrs[names.ATTR_STORE_DEGRADED] is True
+    assert "127.0.0.1" in str(attrs[names.ATTR_STORE_NAME])
+    m = otel.metrics()
+    (gauge,) = _points(m[names.METRIC_STORE_DEGRADED])
+    assert gauge[1] == 1
+    (counter,) = _points(m[names.METRIC_STORE_FALLBACK_DECISIONS])
+    assert counter[0][names.ATTR_STORE_OPERATION] == "window_acquire"
+    assert counter[0][names.ATTR_STORE_FALLBACK] == "allow"
+    assert counter[1] == 2

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_name", "non_negative_seconds", "positive_int", "positive_seconds"]
+__all__ = [
+    "MAX_SECONDS",
+    "check_name",
+    "non_negative_seconds",
+    "positive_int",
+    "positive_seconds",
+]
 
 
 def positive_int(name: str, value: object) -> int:
@@ -24,13 +30,22 @@ def positive_seconds(name: str, value: object) -> float:
     return v
 
 
+#: The longest duration any option accepts (about 3 years). Stores count in integer
+#: microseconds on Redis's clock inside Lua doubles: ``now + 1e8 s`` in µs stays far below
+#: 2**53, so every duration is exact.
+MAX_SECONDS = 1e8
+
+
 def non_negative_seconds(name: str, value: object) -> float:
-    """``value`` as a finite number of seconds >= 0."""
+    """``value`` as a finite number of seconds in ``[0, MAX_SECONDS]``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value}")
+    try:
+        v = float(value)
+    except OverflowError:  # an int too large for a float
+        v = math.inf
+    if not math.isfinite(v) or v < 0 or v > MAX_SECONDS:
+        raise ValueError(f"{name} must be a number of seconds in [0, {MAX_SECONDS:g}], got {value}")
     return v
 
 

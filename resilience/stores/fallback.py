@@ -185,9 +185,7 @@ class FallbackStore:
                 self.mode,
                 extra={"store": self.label, "fallback": self.mode},
             )
-        emit = getattr(telemetry, "store_fallback", None)
-        if emit is not None:
-            emit(store=self.label, operation=op, mode=self.mode)
+        telemetry.store_fallback(store=self.label, operation=op, mode=self.mode)
 
     def _up(self) -> None:
         self._down = False

@@ -30,7 +30,6 @@ import asyncio
 import logging
 import random
 import re
-import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -45,6 +44,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resilience import telemetry
+from resilience._deadline import run_bounded
 from resilience.errors import StoreUnavailable
 
 __all__ = [
@@ -82,16 +82,14 @@ _OUTAGE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
 
 
-if sys.version_info >= (3, 11):
-
-    async def _bounded(coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        async with asyncio.timeout(timeout):
-            return await coro
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _bounded(coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        return await asyncio.wait_for(coro, timeout)
+async def _bounded(coro: Coroutine[Any, Any, T], timeout: float) -> T:
+    # One shared timer per event loop (resilience._deadline), not a TimerHandle per call:
+    # asyncio.timeout() cost more than the rest of the decision's Python path.
+    try:
+        return await run_bounded(lambda: coro, time.monotonic() + timeout)
+    except TimeoutError:
+        coro.close()  # never awaited when the deadline had already passed
+        raise asyncio.TimeoutError from None
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
@@ -245,7 +243,8 @@ def health_of(store: Any) -> StoreHealth:
     h: StoreHealth | None = store.__dict__.get("_health")
     if h is None:
         client = store.client
-        h = StoreHealth(store.label, client_timeout(client), secrets=client_secrets(client))
+        timeout = getattr(store, "timeout", None) or client_timeout(client)
+        h = StoreHealth(store.label, timeout, secrets=client_secrets(client))
         store.__dict__["_health"] = h
     return h
 

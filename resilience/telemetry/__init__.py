@@ -64,6 +64,7 @@ __all__ = [
     "retry_exhausted",
     "retry_scheduled",
     "store_degraded",
+    "store_fallback",
 ]
 
 T = TypeVar("T")
@@ -112,6 +113,7 @@ class _State:
         "retries",
         "retry_delay",
         "store_degraded",
+        "store_fallback",
         "tp_seen",
         "tracer",
     )
@@ -176,6 +178,11 @@ class _State:
             names.METRIC_STORE_DEGRADED,
             unit="1",
             description="1 while a store runs in degraded mode (its fallback policy), else 0.",
+        )
+        self.store_fallback: Counter = meter.create_counter(
+            names.METRIC_STORE_FALLBACK_DECISIONS,
+            unit="{decision}",
+            description="Decisions taken by a policy's fallback while its store was unavailable.",
         )
 
 
@@ -691,10 +698,36 @@ def store_degraded(*, store: str, degraded: bool, reason: str = "") -> None:
     """A store entered (``degraded=True``) or left degraded mode.
 
     Sets the ``resilience.store.degraded`` gauge (1 or 0, attribute ``resilience.store.name``
-    = ``store``, a short label without credentials). ``reason`` is free text and is not
-    recorded in metrics (it would not be low-cardinality).
+    = ``store``, a short label without credentials) and adds a
+    ``resilience.store.state_change`` event to the span current in the task that noticed
+    (usually the call whose decision failed). ``reason`` is free text and is not recorded in
+    metrics (it would not be low-cardinality).
     """
     st = _state()
+    if st.tracer is not None:
+        span = _trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                names.EVENT_STORE_STATE_CHANGE,
+                {names.ATTR_STORE_NAME: store, names.ATTR_STORE_DEGRADED: degraded},
+            )
     if st.meter is None:
         return
     st.store_degraded.set(1 if degraded else 0, {names.ATTR_STORE_NAME: store})
+
+
+def store_fallback(*, store: str, operation: str, mode: str) -> None:
+    """A policy's fallback (``mode``: local / allow / deny) took a decision of ``operation``
+    (e.g. ``window_acquire``) because ``store`` was unavailable: counted in
+    ``resilience.store.fallback.decisions``."""
+    st = _state()
+    if st.meter is None:
+        return
+    st.store_fallback.add(
+        1,
+        {
+            names.ATTR_STORE_NAME: store,
+            names.ATTR_STORE_OPERATION: operation,
+            names.ATTR_STORE_FALLBACK: mode,
+        },
+    )

@@ -28,6 +28,7 @@ ATTEMPT_SPAN_PREFIX: Final = "attempt "
 EVENT_RETRY_SCHEDULED: Final = "resilience.retry.scheduled"
 EVENT_RATE_LIMITER_THROTTLED: Final = "resilience.rate_limiter.throttled"
 EVENT_CIRCUIT_BREAKER_STATE_CHANGE: Final = "resilience.circuit_breaker.state_change"
+EVENT_STORE_STATE_CHANGE: Final = "resilience.store.state_change"
 
 # --- attributes ------------------------------------------------------------------------------
 ATTR_OPERATION_NAME: Final = "resilience.operation.name"
@@ -47,6 +48,9 @@ ATTR_CIRCUIT_BREAKER_STATE: Final = "resilience.circuit_breaker.state"
 ATTR_CIRCUIT_BREAKER_PREVIOUS_STATE: Final = "resilience.circuit_breaker.previous_state"
 ATTR_CIRCUIT_BREAKER_RESULT: Final = "resilience.circuit_breaker.result"
 ATTR_STORE_NAME: Final = "resilience.store.name"
+ATTR_STORE_DEGRADED: Final = "resilience.store.degraded"
+ATTR_STORE_OPERATION: Final = "resilience.store.operation"
+ATTR_STORE_FALLBACK: Final = "resilience.store.fallback"
 #: Stable semconv attributes we reuse.
 ATTR_ERROR_TYPE: Final = "error.type"
 ATTR_CODE_FUNCTION_NAME: Final = "code.function.name"
@@ -63,6 +67,7 @@ METRIC_CIRCUIT_BREAKER_STATE: Final = "resilience.circuit_breaker.state"
 METRIC_CIRCUIT_BREAKER_TRANSITIONS: Final = "resilience.circuit_breaker.transitions"
 METRIC_CIRCUIT_BREAKER_CALLS: Final = "resilience.circuit_breaker.calls"
 METRIC_STORE_DEGRADED: Final = "resilience.store.degraded"
+METRIC_STORE_FALLBACK_DECISIONS: Final = "resilience.store.fallback.decisions"
 
 # --- attribute values ------------------------------------------------------------------------
 #: ``resilience.outcome`` of a call.

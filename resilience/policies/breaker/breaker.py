@@ -40,6 +40,7 @@ from resilience import telemetry
 from resilience.errors import CircuitOpen, ResilienceError
 from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
 from resilience.policies._validate import (
+    MAX_SECONDS,
     check_name,
     non_negative_seconds,
     positive_int,
@@ -159,7 +160,7 @@ def _hint_us(obj: object) -> int:
         return 0
     if not math.isfinite(hint) or hint <= 0:
         return 0
-    return math.ceil(hint * 1e6)
+    return math.ceil(min(hint, MAX_SECONDS) * 1e6)
 
 
 class CircuitBreaker(PolicyBase):

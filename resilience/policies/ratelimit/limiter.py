@@ -34,6 +34,7 @@ from resilience import telemetry
 from resilience.errors import RateLimited, ResilienceError
 from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
 from resilience.policies._validate import (
+    MAX_SECONDS,
     check_name,
     non_negative_seconds,
     positive_int,
@@ -76,6 +77,16 @@ class Decision(NamedTuple):
     retry_after: float
 
 
+_decision = Decision._make  # tuple.__new__: cheaper than the NamedTuple's __new__
+
+
+def _static(specs: tuple[CostSpec, ...]) -> tuple[int, ...] | None:
+    """The per-call costs when none depends on the call's arguments, else ``None``."""
+    if all(isinstance(c, int) for c in specs):
+        return specs  # type: ignore[return-value]
+    return None
+
+
 def _check_store(store: object) -> Store:
     if store is None:
         return default_store()
@@ -97,6 +108,7 @@ class _WindowPolicy(PolicyBase):
     store: Store
     _limits: tuple[WindowLimit, ...]
     _cost_specs: tuple[CostSpec, ...]
+    _static_costs: tuple[int, ...] | None
     _key: KeySpec
     _timeout: float | None
 
@@ -157,32 +169,36 @@ class _WindowPolicy(PolicyBase):
     async def _acquire(
         self, key: str, costs: tuple[int, ...], max_wait_us: int, ctx: CallContext | None
     ) -> Decision:
-        started = time.monotonic()
-        r = await self.store.window_acquire(self._limits, key, costs, max_wait_us)
-        if not r.allowed:
-            retry_after = r.wait_us / 1e6
+        observed = telemetry.enabled()
+        started = time.monotonic() if observed else 0.0
+        allowed, remaining, wait_us, token = await self.store.window_acquire(
+            self._limits, key, costs, max_wait_us
+        )
+        if not allowed:
+            if observed:
+                telemetry.limiter_decision(
+                    ctx,
+                    limiter=self.name,
+                    result="rejected",
+                    wait=0.0,
+                    duration=time.monotonic() - started,
+                )
+            raise RateLimited(self.name, wait_us / 1e6)
+        if wait_us > 0:
+            try:
+                await asyncio.sleep(wait_us / 1e6)
+            except asyncio.CancelledError:
+                await self._release(key, costs, token)
+                raise
+        if observed:
             telemetry.limiter_decision(
                 ctx,
                 limiter=self.name,
-                result="rejected",
-                wait=0.0,
+                result="waited" if wait_us > 0 else "admitted",
+                wait=wait_us / 1e6,
                 duration=time.monotonic() - started,
             )
-            raise RateLimited(self.name, retry_after)
-        if r.wait_us > 0:
-            try:
-                await asyncio.sleep(r.wait_us / 1e6)
-            except asyncio.CancelledError:
-                await self._release(key, costs, r.token)
-                raise
-        telemetry.limiter_decision(
-            ctx,
-            limiter=self.name,
-            result="waited" if r.wait_us > 0 else "admitted",
-            wait=r.wait_us / 1e6,
-            duration=time.monotonic() - started,
-        )
-        return Decision(True, r.remaining, 0.0)
+        return _decision((True, remaining, 0.0))
 
     async def _release(self, key: str, costs: tuple[int, ...], token: str) -> None:
         # Shielded, best effort: if it is lost, capacity is wasted, never over-admitted.
@@ -208,12 +224,13 @@ class _WindowPolicy(PolicyBase):
         If the call fails with an exception carrying ``retry_after`` (an upstream 429 with
         ``Retry-After``), the key is penalized for that long.
         """
-        key = resolve_key(self._key, ctx) or ""
-        costs = self._call_costs(ctx)
+        spec = self._key
+        key = (spec if spec is None or isinstance(spec, str) else resolve_key(spec, ctx)) or ""
+        costs = self._static_costs or self._call_costs(ctx)
         bound = self._timeout
-        left = ctx.remaining()
-        if left is not None:
-            bound = max(left, 0.0) if bound is None else min(bound, max(left, 0.0))
+        if ctx.deadline is not None:
+            left = max(ctx.deadline - time.monotonic(), 0.0)
+            bound = left if bound is None else min(bound, left)
         max_wait = _FOREVER_US if bound is None else int(bound * 1e6)
         await self._acquire(key, costs, max_wait, ctx)
         try:
@@ -227,7 +244,7 @@ class _WindowPolicy(PolicyBase):
                 and hint > 0
             ):
                 try:
-                    await self.penalize(hint, key)
+                    await self.penalize(min(hint, MAX_SECONDS), key)
                 except ResilienceError:
                     logger.warning("rate limiter %r: could not record a penalty", self.name)
             raise
@@ -285,6 +302,7 @@ class SlidingWindowLimiter(_WindowPolicy):
         if isinstance(self.cost, int) and self.cost > self.limit:
             raise ValueError(f"cost must be <= limit ({self.limit}), got {self.cost}")
         self._cost_specs = (self.cost,)
+        self._static_costs = _static(self._cost_specs)
         self._timeout = None if timeout is None else non_negative_seconds("timeout", timeout)
         window_us = round((self.window + self.guard) * 1e6)
         self._limits = (WindowLimit(self.name, self.limit, window_us),)
@@ -323,6 +341,7 @@ class AllOf(_WindowPolicy):
         self.name = check_name(name) if name is not None else "+".join(names)
         self._limits = tuple(lim._limits[0] for lim in limiters)
         self._cost_specs = tuple(lim.cost for lim in limiters)
+        self._static_costs = _static(self._cost_specs)
         if key is not None and not (isinstance(key, str) or callable(key)):
             raise TypeError("key must be a str or a callable over the call's arguments")
         self._key = key

@@ -37,11 +37,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from resilience import telemetry
+from resilience._deadline import run_bounded
 from resilience.backoff import exponential
 from resilience.errors import CircuitOpen
 from resilience.pipeline import CallContext, PolicyBase
 from resilience.policies._validate import check_name, positive_int, positive_seconds
-from resilience.policies.retry._deadline import run_bounded
 from resilience.policies.retry.budget import RetryBudget
 from resilience.policies.retry.predicates import RetryOn, compile_retry_on, hint_of
 

@@ -1,12 +1,18 @@
 """Sliding-window decisions of the in-process store (the protocol in ``stores/base.py``).
 
 The same algorithm as ``stores/lua/window_acquire.lua``, on the process's monotonic clock.
+Every decision runs without an ``await`` in between, so it is atomic on the event loop.
+
+Each log keeps its entries in three parallel lists (slot time, weight, token) sorted by slot
+time, with a ``head`` index before which entries have left the window: trimming moves ``head``
+instead of shifting the lists, and the dead prefix is dropped once it is larger than the live
+part, so a decision costs O(log n) amortized however long the log is.
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
+from bisect import bisect_right
 from collections.abc import Sequence
 
 from resilience.stores.base import WindowLimit, WindowResult
@@ -15,28 +21,38 @@ from resilience.stores.memory.core import MemoryCore
 __all__ = ["MemoryWindow"]
 
 _SWEEP_EVERY = 4096
+# WindowResult._make is tuple.__new__ (C), several times cheaper than the NamedTuple's __new__.
+_result = WindowResult._make
+_COMPACT_MIN = 64
 
 
 class _Log:
-    """One limit's log for one key: entries sorted by slot time, their total weight, penalty."""
+    """One limit's log for one key: live entries are ``at[head:]`` (sorted), their total
+    weight, the penalty end and the limit's window (for the idle sweep)."""
 
-    __slots__ = ("at", "penalty", "tokens", "total", "weights", "window")
+    __slots__ = ("at", "head", "penalty", "tokens", "total", "weights", "window")
 
-    def __init__(self) -> None:
-        self.window = 0
+    def __init__(self, window: int) -> None:
+        self.window = window
         self.at: list[int] = []
         self.tokens: list[str] = []
         self.weights: list[int] = []
+        self.head = 0
         self.total = 0
         self.penalty = 0
 
     def trim(self, horizon: int) -> None:
-        # Entries at or before `horizon` (= now - window) have left the window.
+        """Drop the entries at or before ``horizon`` (= now - window): they left the window."""
         at = self.at
-        if at and at[0] <= horizon:
-            k = bisect.bisect_right(at, horizon)
-            self.total -= sum(self.weights[:k])
-            del at[:k], self.tokens[:k], self.weights[:k]
+        head = self.head
+        if head < len(at) and at[head] <= horizon:
+            k = bisect_right(at, horizon, head)
+            w = self.weights
+            self.total -= w[head] if k == head + 1 else sum(w[head:k])
+            if k >= _COMPACT_MIN and k * 2 >= len(at):
+                del at[:k], self.tokens[:k], w[:k]
+                k = 0
+            self.head = k
 
     def earliest(self, now: int, window: int, limit: int, cost: int) -> int:
         """Earliest slot time >= now at which ``cost`` more units fit (ignoring the penalty)."""
@@ -44,11 +60,35 @@ class _Log:
         if need <= 0:
             return now
         acc = 0
-        for i, w in enumerate(self.weights):
-            acc += w
+        weights = self.weights
+        for i in range(self.head, len(weights)):
+            acc += weights[i]
             if acc >= need:
-                return max(now, self.at[i] + window)
+                slot = self.at[i] + window
+                return slot if slot > now else now
         raise AssertionError("log total out of sync")  # pragma: no cover
+
+    def insert(self, at: int, token: str, cost: int) -> None:
+        times = self.at
+        if not times or times[-1] <= at:  # the common case: the newest entry
+            times.append(at)
+            self.tokens.append(token)
+            self.weights.append(cost)
+        else:
+            i = bisect_right(times, at, self.head)
+            times.insert(i, at)
+            self.tokens.insert(i, token)
+            self.weights.insert(i, cost)
+        self.total += cost
+
+    def remove(self, token: str) -> bool:
+        try:
+            i = self.tokens.index(token, self.head)
+        except ValueError:
+            return False
+        self.total -= self.weights[i]
+        del self.at[i], self.tokens[i], self.weights[i]
+        return True
 
 
 class MemoryWindow(MemoryCore):
@@ -60,13 +100,15 @@ class MemoryWindow(MemoryCore):
         self._tokens = itertools.count(1)
         self._created = 0
 
-    def _log(self, name: str, key: str) -> _Log:
-        log = self._logs.get((name, key))
+    def _log(self, lim: WindowLimit, key: str) -> _Log:
+        log = self._logs.get((lim.name, key))
         if log is None:
             self._created += 1
             if self._created % _SWEEP_EVERY == 0:
                 self._sweep(self._now_us())
-            log = self._logs[(name, key)] = _Log()
+            log = self._logs[(lim.name, key)] = _Log(lim.window_us)
+        else:
+            log.window = lim.window_us
         return log
 
     async def window_acquire(
@@ -77,34 +119,45 @@ class MemoryWindow(MemoryCore):
         max_wait_us: int,
     ) -> WindowResult:
         """See :meth:`resilience.stores.base.WindowOps.window_acquire`."""
-        now = self._now_us()
+        now = int(self._clock() * 1_000_000)
+        if len(limits) == 1:  # the common case, without the loops
+            lim = limits[0]
+            cost = costs[0]
+            log = self._log(lim, key)
+            log.trim(now - lim.window_us)
+            at = log.earliest(now, lim.window_us, lim.limit, cost)
+            if log.penalty > at:
+                at = log.penalty
+            remaining = lim.limit - log.total
+            if remaining >= cost:
+                remaining -= cost
+            wait = at - now
+            if wait > 0 and (max_wait_us < 0 or wait > max_wait_us):
+                return _result((False, remaining if remaining > 0 else 0, wait, ""))
+            token = str(next(self._tokens))
+            log.insert(at, token, cost)
+            return _result((True, remaining if remaining > 0 else 0, wait, token))
         at = now
-        remaining: int | None = None
+        rem: int | None = None
         logs = []
         for lim, cost in zip(limits, costs, strict=True):
-            log = self._log(lim.name, key)
-            log.window = lim.window_us
+            log = self._log(lim, key)
             logs.append(log)
             log.trim(now - lim.window_us)
-            a = log.earliest(now, lim.window_us, lim.limit, cost)
-            at = max(at, a, log.penalty)
+            at = max(at, log.earliest(now, lim.window_us, lim.limit, cost), log.penalty)
             free = lim.limit - log.total
-            if log.total + cost <= lim.limit:
+            if free >= cost:
                 free -= cost
-            if remaining is None or free < remaining:
-                remaining = free
-        assert remaining is not None
+            if rem is None or free < rem:
+                rem = free
+        remaining = max(rem or 0, 0)
         wait = at - now
         if wait > 0 and (max_wait_us < 0 or wait > max_wait_us):
-            return WindowResult(False, max(remaining, 0), wait, "")
+            return WindowResult(False, remaining, wait, "")
         token = str(next(self._tokens))
         for log, cost in zip(logs, costs, strict=True):
-            i = bisect.bisect_right(log.at, at)
-            log.at.insert(i, at)
-            log.tokens.insert(i, token)
-            log.weights.insert(i, cost)
-            log.total += cost
-        return WindowResult(True, max(remaining, 0), wait, token)
+            log.insert(at, token, cost)
+        return WindowResult(True, remaining, wait, token)
 
     def _sweep(self, now: int) -> None:
         # Idle keys do not accumulate: every `_SWEEP_EVERY` new logs, drop the ones whose
@@ -112,7 +165,8 @@ class MemoryWindow(MemoryCore):
         idle = [
             k
             for k, log in self._logs.items()
-            if (not log.at or log.at[-1] <= now - log.window) and log.penalty <= now
+            if (len(log.at) <= log.head or log.at[-1] <= now - log.window)
+            and log.penalty <= now
         ]
         for k in idle:
             del self._logs[k]
@@ -123,14 +177,8 @@ class MemoryWindow(MemoryCore):
         """See :meth:`resilience.stores.base.WindowOps.window_release`."""
         for lim in limits:
             log = self._logs.get((lim.name, key))
-            if log is None:
-                continue
-            try:
-                i = log.tokens.index(token)
-            except ValueError:
-                continue
-            log.total -= log.weights[i]
-            del log.at[i], log.tokens[i], log.weights[i]
+            if log is not None:
+                log.remove(token)
 
     async def window_penalize(
         self, limits: Sequence[WindowLimit], key: str, duration_us: int
@@ -138,5 +186,7 @@ class MemoryWindow(MemoryCore):
         """See :meth:`resilience.stores.base.WindowOps.window_penalize`."""
         until = self._now_us() + duration_us
         for lim in limits:
-            log = self._log(lim.name, key)
+            log = self._log(lim, key)
             log.penalty = max(log.penalty, until)
+
+

@@ -34,9 +34,12 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
     decision share a hash tag, so the store works unchanged on Redis Cluster.
 
     Args:
-        client: a ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``. Its timeouts are
-            the store's timeouts: give it a short ``socket_timeout`` (see :meth:`from_url`).
+        client: a ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``.
         prefix: the first segment of every key.
+        timeout: the longest one store call may take, in seconds (pool wait excluded); past
+            it the call fails with :class:`resilience.StoreUnavailable` (see
+            :mod:`resilience.stores.health`). Default: the client's ``socket_timeout`` if it
+            has one, else 0.5 s.
         max_concurrency: at most this many commands in flight from this store; further calls
             queue. Default: the client's pool size when its pool would *fail* instead of
             queueing (redis-py's default ``ConnectionPool`` raises "Too many connections";
@@ -54,6 +57,7 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
         *,
         prefix: str = "resilience",
         max_concurrency: int | None = None,
+        timeout: float | None = None,
     ) -> None:
         if max_concurrency is None:
             if isinstance(client, RedisCluster):
@@ -65,7 +69,7 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
                 pool = client.connection_pool
                 if not isinstance(pool, aioredis.BlockingConnectionPool):
                     max_concurrency = pool.max_connections
-        super().__init__(client, prefix=prefix, max_concurrency=max_concurrency)
+        super().__init__(client, prefix=prefix, max_concurrency=max_concurrency, timeout=timeout)
 
     @classmethod
     def from_url(
@@ -80,11 +84,15 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
     ) -> RedisStore:
         """Build a store and its client from a URL (``redis://``, ``rediss://``, ``unix://``).
 
-        The client gets ``socket_timeout`` and ``socket_connect_timeout`` of ``timeout``
-        seconds and a ``BlockingConnectionPool`` of ``max_connections`` connections: a burst of
-        callers larger than the pool queues for a connection (for at most ``timeout``) instead
-        of failing. ``cluster=True`` builds a ``RedisCluster`` from the URL's node. Other
-        keyword arguments go to the client.
+        Every store call is bounded by ``timeout`` seconds (the store's own watchdog, see
+        :mod:`resilience.stores.health`; connecting is bounded by ``socket_connect_timeout`` =
+        ``timeout``). At most ``max_connections`` commands are in flight: a larger burst of
+        callers queues for a connection on the store (that wait is not part of the timeout)
+        instead of failing with redis-py's "Too many connections". The client is left without
+        a per-read ``socket_timeout``: the watchdog already bounds the whole call, more cheaply
+        than redis-py's per-read timers (a task per send on Python 3.11). ``cluster=True``
+        builds a ``RedisCluster`` from the URL's node. Other keyword arguments go to the
+        client.
         """
         if not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -96,17 +104,19 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
                 sentinels, service, prefix=prefix, timeout=timeout,
                 max_connections=max_connections, **{**url_kwargs, **kwargs},
             )
-        kwargs.setdefault("socket_timeout", timeout)
         kwargs.setdefault("socket_connect_timeout", timeout)
         if cluster:
             client: aioredis.Redis | RedisCluster = RedisCluster.from_url(
                 url, max_connections=max_connections, **kwargs
             )
-            return cls(client, prefix=prefix)
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout, **kwargs
+            return cls(client, prefix=prefix, timeout=timeout)
+        pool = aioredis.ConnectionPool.from_url(url, max_connections=max_connections, **kwargs)
+        return cls(
+            aioredis.Redis.from_pool(pool),
+            prefix=prefix,
+            max_concurrency=max_connections,
+            timeout=timeout,
         )
-        return cls(aioredis.Redis.from_pool(pool), prefix=prefix)
 
     @classmethod
     def from_sentinel(

@@ -60,7 +60,8 @@ def _label(client: Any) -> str:
     """``redis://host:port/db`` of a client, never with credentials."""
     try:
         if isinstance(client, RedisCluster):
-            nodes = client.get_nodes() or []
+            # Before the first command only the startup nodes are known.
+            nodes = client.get_nodes() or list(client.nodes_manager.startup_nodes.values())
             first = nodes[0].name if nodes else "?"
             return f"redis-cluster://{first}"
         kw = client.connection_pool.connection_kwargs
@@ -80,6 +81,7 @@ class RedisCore:
         *,
         prefix: str = "resilience",
         max_concurrency: int | None = None,
+        timeout: float | None = None,
     ) -> None:
         if not isinstance(client, (aioredis.Redis, RedisCluster)):
             raise TypeError(
@@ -92,8 +94,16 @@ class RedisCore:
             not isinstance(max_concurrency, int) or max_concurrency <= 0
         ):
             raise ValueError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < 3600
+        ):
+            raise ValueError(f"timeout must be a number of seconds in (0, 3600), got {timeout!r}")
         self.client = client
         self.prefix = prefix
+        #: The bound on one store call in seconds (``None``: from the client, see health).
+        self.timeout = None if timeout is None else float(timeout)
         self.label = _label(client)
         self._scripts: dict[str, Any] = {}
         self._max_concurrency = max_concurrency

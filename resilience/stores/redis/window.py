@@ -8,11 +8,12 @@ from typing import Any
 
 from resilience.stores.base import WindowLimit, WindowResult
 from resilience.stores.keys import window_keys
-from resilience.stores.redis.core import RedisCore, as_str, nonce
+from resilience.stores.redis.core import RedisCore, nonce
 
 __all__ = ["RedisWindow"]
 
 _KEY_CACHE_MAX = 10_000
+_result = WindowResult._make  # tuple.__new__: cheaper than the NamedTuple's __new__
 
 
 async def _shielded(aw: Awaitable[Any]) -> None:
@@ -69,11 +70,15 @@ class RedisWindow(RedisCore):
     ) -> WindowResult:
         """See :meth:`resilience.stores.base.WindowOps.window_acquire`."""
         token = nonce()
-        args: list[int | str] = [max_wait_us, token]
-        for lim, cost in zip(limits, costs, strict=True):
-            args.append(lim.limit)
-            args.append(lim.window_us)
-            args.append(cost)
+        if len(limits) == 1:
+            lim = limits[0]
+            spec = f"{lim.limit} {lim.window_us} {costs[0]}"
+        else:
+            spec = " ".join(
+                f"{lim.limit} {lim.window_us} {cost}"
+                for lim, cost in zip(limits, costs, strict=True)
+            )
+        args = (max_wait_us, token, spec)
         keys = self._window_keys(limits, key)
         task = asyncio.current_task()
         cancels = _cancelling(task)
@@ -90,7 +95,8 @@ class RedisWindow(RedisCore):
             # would go on to sleep on a reservation it no longer wants.
             await _shielded(self._eval("window_release", keys, [token, *costs]))
             raise asyncio.CancelledError
-        return WindowResult(bool(r[0]), max(int(r[1]), 0), int(r[2]), as_str(r[3]))
+        allowed, remaining, wait = r.split()
+        return _result((allowed in (b"1", "1"), max(int(remaining), 0), int(wait), token))
 
     async def window_release(
         self, limits: Sequence[WindowLimit], key: str, costs: Sequence[int], token: str
