@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 from typing import Any
@@ -118,10 +117,10 @@ async def one_run(redis_url: str, guard: float, seconds: float, tag: str) -> dic
 
 
 async def main(seconds: float, rounds: int, guards: tuple[float, ...]) -> None:
-    from limiter import start_server
+    from tests.redis_servers import RedisServer
 
-    proc, port, tmp = start_server()
-    redis_url = f"redis://127.0.0.1:{port}/0"
+    server = RedisServer().start()
+    redis_url = server.url
     try:
         print(f"strict upstream {LIMIT} per {WINDOW:g} s; {PROCESSES} processes x {TASKS} tasks;"
               f" {seconds:g} s per run; {rounds} round(s); {os.cpu_count()} CPUs\n")
@@ -136,9 +135,7 @@ async def main(seconds: float, rounds: int, guards: tuple[float, ...]) -> None:
             print(f"{g:10.2f}{req:10.0f}{n429:8.0f}{n429 / req:8.1%}{good:9.0%}  {detail}",
                   flush=True)
     finally:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        server.stop()
 
 
 if __name__ == "__main__":

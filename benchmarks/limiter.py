@@ -10,7 +10,8 @@ in one run and one process (the Python client is the bottleneck, as in productio
 - ``raw EVALSHA``: a trivial script (``return 1``): the ceiling for any one-script decision;
 - ``ours``: ``SlidingWindowLimiter.try_acquire`` on a ``RedisStore.from_url`` store, as users
   call it (default guard, default fallback wrapper);
-- ``naive``: the blog post's sorted-set design (``../shared/seed/``), transcribed unchanged:
+- ``naive``: the blog post's sorted-set design (``../shared/seed/``; its transcription in
+  ``resilience.demo.naive.BlogRedisLimiter``, shared with the demo):
   client clock, a MULTI of ZREMRANGEBYSCORE/ZCARD/ZADD/EXPIRE, a second round trip (ZREM) on
   every rejection;
 - ``limits``: the ``limits`` library's async moving window (``limits.aio``, redis-py client).
@@ -26,11 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 
@@ -39,6 +36,8 @@ import redis.asyncio as aioredis
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from resilience import RedisStore, SlidingWindowLimiter
+from resilience.demo.naive import BlogRedisLimiter
+from tests.redis_servers import RedisServer
 
 CONCURRENCY = (1, 16, 64)
 ROUNDS = 3  # interleaved measurement rounds per cell (best of)
@@ -49,60 +48,7 @@ ADMIT_LIMIT = 10**7  # per second, "admit" regime
 # --------------------------------------------------------------------------------- server
 
 
-def start_server() -> tuple[subprocess.Popen[bytes], int, str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server not found; install it with `apt-get install redis-server`")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    tmp = tempfile.mkdtemp(prefix="bench-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", tmp],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as c:
-                c.sendall(b"PING\r\n")
-                if c.recv(16).startswith(b"+PONG"):
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            sys.exit("redis-server did not start")
-        time.sleep(0.02)
-    return proc, port, tmp
-
-
 # ----------------------------------------------------------------------------- contenders
-
-
-class Naive:
-    """The seed's SlidingWindowRateLimiter, unchanged except for the injected client."""
-
-    def __init__(self, redis_client: aioredis.Redis, max_requests: int, window_seconds: int):
-        self.redis = redis_client
-        self.max_requests = max_requests
-        self.window_seconds = window_seconds
-
-    async def acquire(self, key: str = "ratelimit:default") -> bool:
-        now = time.time()
-        window_start = now - self.window_seconds
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(key, 0, window_start)
-            pipe.zcard(key)
-            pipe.zadd(key, {str(now): now})
-            pipe.expire(key, self.window_seconds)
-            results = await pipe.execute()
-        count = results[1]
-        if count < self.max_requests:
-            return True
-        await self.redis.zrem(key, str(now))
-        return False
 
 
 def client(url: str) -> aioredis.Redis:
@@ -130,7 +76,7 @@ async def contenders(url: str, limit: int, tag: str) -> dict[str, tuple[Decide, 
     lim = SlidingWindowLimiter(limit, 1.0, store=store, name="bench")
 
     naive_client = client(url)
-    naive = Naive(naive_client, limit, 1)
+    naive = BlogRedisLimiter(naive_client, limit, 1)
     naive_key = f"naive{tag}"
 
     storage = RedisStorage(f"async+redis://127.0.0.1:{url.rsplit(':', 1)[1]}",
@@ -201,7 +147,7 @@ async def memory_per_key(url: str, entries: int) -> dict[str, int]:
 
     await admin.flushdb()
     nc = client(url)
-    naive = Naive(nc, entries, 60)
+    naive = BlogRedisLimiter(nc, entries, 60)
     for _ in range(entries):
         assert await naive.acquire("naive")
     out["naive (seed)"] = await total()
@@ -224,8 +170,8 @@ async def memory_per_key(url: str, entries: int) -> dict[str, int]:
 
 
 async def main(seconds: float) -> None:
-    proc, port, tmp = start_server()
-    url = f"redis://127.0.0.1:{port}/0"
+    server = RedisServer().start()
+    url = server.url
     try:
         v = (await aioredis.Redis.from_url(url).info("server"))["redis_version"]
         print(f"redis-server {v} on loopback; Python {sys.version.split()[0]}; "
@@ -260,9 +206,7 @@ async def main(seconds: float) -> None:
         for name in m100:
             print(f"{name:24}{m100[name]:14d}{m1000[name]:14d}")
     finally:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        server.stop()
 
 
 if __name__ == "__main__":

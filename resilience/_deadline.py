@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ["run_bounded"]
+__all__ = ["await_bounded", "run_bounded"]
 
 T = TypeVar("T")
 
@@ -111,15 +111,21 @@ def _watchdog(loop: asyncio.AbstractEventLoop) -> _Watchdog:
 async def run_bounded(call: Callable[[], Awaitable[T]], deadline: float) -> T:
     """``await call()`` cancelled at ``deadline`` (``time.monotonic()``), which then raises
     :class:`TimeoutError`; a deadline already passed raises it without calling."""
+    if deadline <= _monotonic():
+        raise TimeoutError("deadline reached before the attempt started")
+    return await await_bounded(call(), deadline)
+
+
+async def await_bounded(aw: Awaitable[T], deadline: float) -> T:
+    """``await aw`` cancelled at ``deadline`` (``time.monotonic()``), which then raises
+    :class:`TimeoutError`."""
     task = _current_task()
     if task is None:  # pragma: no cover - not inside a task
         raise RuntimeError("a deadline needs a running asyncio task")
-    if deadline <= _monotonic():
-        raise TimeoutError("deadline reached before the attempt started")
     dog = _watchdog(task.get_loop())
     entry = dog.add(deadline, task)
     try:
-        return await call()
+        return await aw
     except asyncio.CancelledError as exc:
         if entry[3] == _FIRED and _uncancel(task):
             raise TimeoutError("deadline reached during the attempt") from exc

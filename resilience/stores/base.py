@@ -15,12 +15,13 @@ implementation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "BreakerAction",
+    "BreakerEventCallback",
     "BreakerOps",
     "BreakerOutcomeName",
     "BreakerReply",
@@ -149,6 +150,8 @@ BreakerStateName = Literal["closed", "open", "half_open"]
 BreakerOutcomeName = Literal["ok", "fail", "ignore"]
 #: Operator actions of :meth:`BreakerOps.breaker_admin` (``state`` only reads).
 BreakerAction = Literal["state", "open", "close", "reset"]
+#: Receives each transition message of :meth:`BreakerOps.breaker_subscribe`.
+BreakerEventCallback = Callable[[str], None]
 
 
 class BreakerReply(NamedTuple):
@@ -244,6 +247,20 @@ class BreakerOps(Protocol):
 
         ``open`` from another state, ``close`` and ``reset`` (always, even when already
         closed) increment ``gen``, so in-flight outcomes become stale.
+        """
+        ...
+
+    def breaker_subscribe(self, callback: BreakerEventCallback) -> Callable[[], None]:
+        """Call ``callback`` (on the running event loop) with every transition made by any
+        process sharing this store; return a function that unsubscribes it.
+
+        Messages are ``"<tag> <gen> <state>"`` (see
+        :func:`resilience.stores.keys.breaker_channel`; ``state`` ``*``: an operator action).
+        ``""`` means "messages may have been lost" (the subscription was just established or
+        re-established): forget whatever was learned before. Delivery is best effort: while
+        the subscription is down nothing arrives, and a store whose decisions are local
+        (:class:`resilience.MemoryStore`) never calls ``callback``. Never raises once
+        subscribed; must be called with an event loop running.
         """
         ...
 

@@ -46,6 +46,7 @@ from resilience import telemetry
 from resilience.errors import StoreUnavailable
 from resilience.stores.base import (
     BreakerAction,
+    BreakerEventCallback,
     BreakerOutcomeName,
     BreakerReply,
     BreakerSpec,
@@ -76,6 +77,10 @@ def check_fallback(value: object, param: str = "fallback") -> FallbackMode:
     if value not in FALLBACK_MODES:
         raise ValueError(f"{param} must be one of {FALLBACK_MODES}, got {value!r}")
     return value
+
+
+def _no_op() -> None:
+    return None
 
 
 _wrapped: weakref.WeakKeyDictionary[Any, dict[str, FallbackStore]] = weakref.WeakKeyDictionary()
@@ -156,6 +161,7 @@ class FallbackStore:
         self._member = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._shares: dict[tuple[tuple[str, ...], str], tuple[int, ...]] = {}
         self._next_announce: dict[tuple[tuple[str, ...], str], float] = {}
+        self._due: dict[tuple[int, str], tuple[Sequence[WindowLimit], float]] = {}
         self._seen: dict[tuple[tuple[str, ...], str], float] = {}
         self._fleet = 1  # the largest decider count seen for any key
         self._tasks: set[asyncio.Task[None]] = set()
@@ -195,17 +201,24 @@ class FallbackStore:
     def _maybe_announce(self, limits: Sequence[WindowLimit], key: str) -> None:
         if self._down:
             return
+        now = self._clock()
+        # Hot path: one dict lookup by the limits object's identity (policies pass the same
+        # tuple on every call) instead of building the names tuple.
+        fast = self._due.get((id(limits), key))
+        if fast is not None and fast[0] is limits and now < fast[1]:
+            return
         names = tuple(lim.name for lim in limits)
         ck = (names, key)
-        now = self._clock()
         due = self._next_announce.get(ck)
         if due is not None and now < due:
+            self._remember_due(limits, key, due)
             return
         if len(self._next_announce) >= _MAX_TRACKED_KEYS:
             self._next_announce.clear()
             self._shares.clear()
             self._seen.clear()
         self._next_announce[ck] = now + self.presence_interval
+        self._remember_due(limits, key, now + self.presence_interval)
         announce = getattr(self.primary, "presence_announce", None)
         if announce is None:
             return
@@ -215,6 +228,11 @@ class FallbackStore:
             return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _remember_due(self, limits: Sequence[WindowLimit], key: str, due: float) -> None:
+        if len(self._due) >= _MAX_TRACKED_KEYS:
+            self._due.clear()
+        self._due[(id(limits), key)] = (limits, due)
 
     async def _announce(self, announce: Any, ck: tuple[tuple[str, ...], str]) -> None:
         names, key = ck
@@ -371,6 +389,15 @@ class FallbackStore:
             if self.mode != "local":
                 raise
             return local
+
+    def breaker_subscribe(self, callback: BreakerEventCallback) -> Callable[[], None]:
+        """See :meth:`resilience.stores.base.BreakerOps.breaker_subscribe`: the primary's
+        transitions (a primary without the method: none)."""
+        subscribe = getattr(self.primary, "breaker_subscribe", None)
+        if subscribe is None:
+            return _no_op
+        unsubscribe: Callable[[], None] = subscribe(callback)
+        return unsubscribe
 
     # ------------------------------------------------------------------ budget
 

@@ -44,7 +44,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resilience import telemetry
-from resilience._deadline import run_bounded
+from resilience._deadline import await_bounded
 from resilience.errors import StoreUnavailable
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_monotonic = time.monotonic
 logger = logging.getLogger("resilience")
 
 #: First probe delay after a failure (seconds, before jitter).
@@ -80,16 +81,6 @@ _OUTAGE_TYPES = (
 _OUTAGE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "OOM")
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
-
-
-async def _bounded(coro: Coroutine[Any, Any, T], timeout: float) -> T:
-    # One shared timer per event loop (resilience._deadline), not a TimerHandle per call:
-    # asyncio.timeout() cost more than the rest of the decision's Python path.
-    try:
-        return await run_bounded(lambda: coro, time.monotonic() + timeout)
-    except TimeoutError:
-        coro.close()  # never awaited when the deadline had already passed
-        raise asyncio.TimeoutError from None
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
@@ -175,7 +166,7 @@ class StoreHealth:
                 raise self._fail_fast()
             self._probing = probe = True
         try:
-            result = await _bounded(fn(*args), self.timeout)
+            result = await await_bounded(fn(*args), _monotonic() + self.timeout)
         except StoreUnavailable as exc:
             cause = exc.__cause__
             if cause is None or is_outage(cause):
@@ -184,7 +175,7 @@ class StoreHealth:
                 # Redis answered (with an error unrelated to availability): it is up.
                 self._on_success()
             raise StoreUnavailable(redact(str(exc), self.secrets)) from cause
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             # Our own deadline: the call was cancelled (redis-py drops that connection).
             self._on_failure(exc)
             raise StoreUnavailable(

@@ -17,6 +17,7 @@ Key layout (``P`` is the store's prefix)::
     P:{rl:<key>}:<name>:p      deciders sharing that quota (zset; local fallback's share)
     P:{rb:<name>}              retry budget (hash: per-second request/retry buckets)
     P:{cb:<name>:<key>}:s      circuit breaker state (hash), :f failures (zset), :p leases
+    P:breaker-events           pub/sub channel of breaker transitions (not a key)
 
 The hash tag of a limiter is its *key* (the tenant), not its name: every limiter for one tenant
 lands in one Redis Cluster slot, so ``all_of(rpm, tpm)`` is checked and charged in one script,
@@ -28,7 +29,15 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["breaker_keys", "budget_key", "escape", "presence_key", "window_keys"]
+__all__ = [
+    "breaker_channel",
+    "breaker_keys",
+    "breaker_tag",
+    "budget_key",
+    "escape",
+    "presence_key",
+    "window_keys",
+]
 
 _SAFE = re.compile(r"[A-Za-z0-9._-]*")
 _MAX = 100
@@ -70,3 +79,18 @@ def breaker_keys(prefix: str, name: str, key: str) -> tuple[str, str, str]:
 def presence_key(prefix: str, name: str, key: str) -> str:
     """The presence zset of limiter ``name`` for ``key`` (same hash tag as its log)."""
     return f"{prefix}:{{rl:{escape(key)}}}:{escape(name)}:p"
+
+
+def breaker_channel(prefix: str) -> str:
+    """The pub/sub channel on which the breaker scripts announce transitions (one per prefix).
+
+    Each message is ``<tag> <gen> <state>``: ``tag`` is the hash tag of the breaker's state key
+    without braces (``cb:<name>:<key>``, escaped), ``gen`` the generation after the transition
+    and ``state`` the new state, or ``*`` for an operator action (always re-read).
+    """
+    return f"{prefix}:breaker-events"
+
+
+def breaker_tag(name: str, key: str) -> str:
+    """The ``tag`` of breaker ``name`` for ``key`` in :func:`breaker_channel` messages."""
+    return f"cb:{escape(name)}:{escape(key)}"

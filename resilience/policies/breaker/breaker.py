@@ -24,6 +24,18 @@ Round trips to a shared store: while the process believes the breaker closed, ca
 admitted locally and that belief is refreshed at most every ``state_refresh`` seconds (and
 after every recorded failure), so successes cost no round trip; a process told "open for
 12.3 s more" fails fast locally until then without asking again.
+
+Staleness: a store that pushes transitions (:meth:`resilience.stores.base.BreakerOps.
+breaker_subscribe`; :class:`resilience.RedisStore` over pub/sub) lets a breaker with
+``state_refresh > 0`` drop what it believes about a key as soon as any process makes a
+transition there (a trip, a re-open, a probe phase, a close, an operator action), so its next
+call asks the store: a trip elsewhere reaches this process within the pub/sub delivery time
+(milliseconds). The breaker subscribes on its first round trip in a running event loop. Until
+the subscription is established, while it is down (Redis unreachable: it reconnects in the
+background, then forgets every "closed" it learned meanwhile) and on stores that push nothing,
+the bound is ``state_refresh``: a process may still admit calls for up to that long after a
+trip elsewhere. A known open deadline is kept until it passes (an operator's ``close``
+elsewhere is pushed too).
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import inspect
 import logging
 import math
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, NamedTuple, TypeVar
 
@@ -48,6 +61,7 @@ from resilience.policies._validate import (
 )
 from resilience.stores.base import BreakerOutcomeName, BreakerReply, BreakerSpec, Store
 from resilience.stores.fallback import FallbackMode, with_fallback
+from resilience.stores.keys import breaker_tag
 from resilience.stores.memory import MemoryStore, default_store
 
 __all__ = [
@@ -99,11 +113,13 @@ StateListener = Callable[[StateChange], object]
 class _View:
     """What this process believes about one key, to skip store round trips."""
 
-    __slots__ = ("fresh_until", "gen", "refresh", "state")
+    __slots__ = ("floor", "fresh_until", "gen", "refresh", "state")
 
     def __init__(self, state: str, gen: int, fresh_until: float) -> None:
         self.state = state
         self.gen = gen
+        # A transition to this generation was announced: older replies are not cached.
+        self.floor = 0
         # closed: believed until then; open: the break's end (monotonic seconds).
         self.fresh_until = fresh_until
         # While one task re-reads an expired "closed", the others wait for its answer.
@@ -293,6 +309,9 @@ class CircuitBreaker(PolicyBase):
             probe_lease_us=round(self.probe_lease * 1e6),
         )
         self._views: dict[str, _View] = {}
+        self._tags: dict[str, str] = {}  # breaker_tag(name, key) -> key, for pushed events
+        self._events_loop: asyncio.AbstractEventLoop | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def __repr__(self) -> str:
@@ -346,11 +365,13 @@ class CircuitBreaker(PolicyBase):
     def _learn(self, key: str, reply: BreakerReply) -> None:
         if self.state_refresh <= 0:
             return
+        if self._events_loop is not asyncio.get_running_loop():
+            self._subscribe()
         views = self._views
         v = views.get(key)
         now = time.monotonic()
-        if v is not None and reply.gen < v.gen and now < v.fresh_until:
-            return  # an older reply overtaken by a newer one
+        if v is not None and (reply.gen < v.floor or (reply.gen < v.gen and now < v.fresh_until)):
+            return  # an older reply overtaken by a newer one (or by an announced transition)
         if reply.state == "closed":
             fresh = now + self.state_refresh
         elif reply.state == "open" and reply.wait_us > 0:
@@ -361,11 +382,65 @@ class CircuitBreaker(PolicyBase):
         if v is None:
             if len(views) >= _VIEW_MAX:
                 views.clear()
+                self._tags.clear()
             views[key] = _View(reply.state, reply.gen, fresh)
+            if len(self._tags) < _VIEW_MAX:
+                self._tags[breaker_tag(self.name, key)] = key
         else:
             v.state = reply.state
             v.gen = reply.gen
             v.fresh_until = fresh
+
+    # ------------------------------------------------------------------ pushed transitions
+
+    def _subscribe(self) -> None:
+        """Follow the store's pushed transitions on the running loop (once per loop)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()  # a subscription of a previous event loop
+            self._unsubscribe = None
+        self._events_loop = asyncio.get_running_loop()
+        subscribe = getattr(self.store, "breaker_subscribe", None)
+        if subscribe is None:
+            return
+        ref = weakref.WeakMethod(self._on_event)
+
+        def on_event(message: str) -> None:
+            method = ref()
+            if method is not None:
+                method(message)
+
+        try:
+            self._unsubscribe = subscribe(on_event)
+        except Exception:  # pragma: no cover - a third-party store's bug: keep state_refresh
+            logger.exception("circuit breaker %r: could not subscribe to its store", self.name)
+            return
+        weakref.finalize(self, self._unsubscribe)
+
+    def _on_event(self, message: str) -> None:
+        """A transition somewhere (``"<tag> <gen> <state>"``), or ``""``: events were lost."""
+        views = self._views
+        if not message:
+            # (Re)subscribed: forget every belief except an open deadline still running.
+            now = time.monotonic()
+            for k in [k for k, v in views.items() if v.state == "closed" or now >= v.fresh_until]:
+                del views[k]
+            return
+        tag, _, rest = message.partition(" ")
+        key = self._tags.get(tag)
+        if key is None:
+            return
+        v = views.get(key)
+        if v is None:
+            return
+        gen_text, _, state = rest.partition(" ")
+        try:
+            gen = int(gen_text)
+        except ValueError:
+            gen = v.gen + 1
+        if state == v.state and gen == v.gen:
+            return  # this process already knows (it made the transition)
+        v.fresh_until = 0.0  # ask at the next call (concurrent callers share one re-read)
+        v.floor = max(v.floor, gen)
 
     # ------------------------------------------------------------------ the call path
 

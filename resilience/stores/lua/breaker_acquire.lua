@@ -5,7 +5,7 @@
 -- KEYS[2] failure log (zset: score = time in us, member unique)   [not touched here]
 -- KEYS[3] probe leases (zset: score = lease expiry in us, member = probe token)
 -- ARGV: threshold, window_us, break_us, max_break_us, max_probes, success_threshold,
---       lease_us, token (fleet-unique, used if a probe is granted)
+--       lease_us, token (fleet-unique, used if a probe is granted), events channel
 -- Returns {state, gen, wait_us, permit, token, old, stale = 0, failures = 0}
 --
 -- Clock: Redis TIME only; integers formatted with %d. Every transition increments gen.
@@ -14,6 +14,13 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window = tonumber(ARGV[2])
 local max_probes = tonumber(ARGV[5])
 local lease = tonumber(ARGV[7])
+
+-- Tell every process (SUBSCRIBE ARGV[9]) that this breaker changed: "<tag> <gen> <state>",
+-- the tag being the hash tag of the state key. PUBLISH takes no key (Cluster-safe here).
+local function publish(state, g)
+  redis.call('PUBLISH', ARGV[9], string.match(KEYS[1], '{([^}]*)}') .. ' ' ..
+    string.format('%d', g) .. ' ' .. state)
+end
 
 local h = redis.call('HMGET', KEYS[1], 'st', 'ou', 'g')
 local st = h[1] or 'closed'
@@ -36,6 +43,7 @@ if st == 'open' then
   redis.call('HSET', KEYS[1], 'st', st, 'g', string.format('%d', gen), 'pk', 0)
   redis.call('DEL', KEYS[3])
   redis.call('PEXPIRE', KEYS[1], math.floor((window + lease) / 1000) + 3600000)
+  publish(st, gen)
 end
 
 -- Half-open: expired leases are crashed or hung probers; their permits return.

@@ -2,7 +2,7 @@
 --
 -- KEYS: state hash, failure log, probe leases (see breaker_acquire.lua)
 -- ARGV: threshold, window_us, break_us, max_break_us, max_probes, success_threshold,
---       lease_us, action, duration_us (for open)
+--       lease_us, action, duration_us (for open), events channel
 -- Returns {state, gen, wait_us, permit = '', token = '', old, stale = 0, failures}
 --
 -- Clock: Redis TIME only; integers formatted with %d. Every transition increments gen.
@@ -12,6 +12,15 @@ local window = tonumber(ARGV[2])
 local lease = tonumber(ARGV[7])
 local action = ARGV[8]
 local dur = tonumber(ARGV[9])
+
+-- Tell every process (SUBSCRIBE ARGV[10]) that an operator changed this breaker:
+-- "<tag> <gen> *", the tag being the hash tag of the state key. '*' makes every process re-read
+-- (an open breaker re-opened keeps its generation but gets a new deadline). PUBLISH takes no
+-- key, so it is Cluster-safe here.
+local function publish(state, g)
+  redis.call('PUBLISH', ARGV[10], string.match(KEYS[1], '{([^}]*)}') .. ' ' ..
+    string.format('%d', g) .. ' ' .. state)
+end
 
 local h = redis.call('HMGET', KEYS[1], 'st', 'ou', 'g')
 local st = h[1] or 'closed'
@@ -42,6 +51,7 @@ if action == 'open' then
   redis.call('HSET', KEYS[1], 'st', 'open', 'ou', fmt(ou), 'g', fmt(gen), 'pk', 0)
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('PEXPIRE', KEYS[1], math.floor((dur + window + lease) / 1000) + 3600000)
+  publish('*', gen)
   return {'open', gen, fmt(dur), '', '', old, 0, 0}
 end
 
@@ -57,4 +67,5 @@ else
 end
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('PEXPIRE', KEYS[1], math.floor((window + lease) / 1000) + 3600000)
+publish('*', gen)
 return {'closed', gen, 0, '', '', old, 0, 0}

@@ -3,7 +3,7 @@
 -- KEYS: state hash, failure log, probe leases (see breaker_acquire.lua)
 -- ARGV: threshold, window_us, break_us, max_break_us, max_probes, success_threshold,
 --       lease_us, outcome (ok|fail|ignore), gen, probe token ('' if none), hint_us,
---       member (fleet-unique id of this failure)
+--       member (fleet-unique id of this failure), events channel
 -- Returns {state, gen, wait_us, permit = '', token = '', old, stale (0/1), failures}
 --
 -- Clock: Redis TIME only; integers formatted with %d. Every transition increments gen.
@@ -19,6 +19,13 @@ local outcome = ARGV[8]
 local cgen = tonumber(ARGV[9])
 local token = ARGV[10]
 local hint = tonumber(ARGV[11])
+
+-- Tell every process (SUBSCRIBE ARGV[13]) that this breaker changed: "<tag> <gen> <state>",
+-- the tag being the hash tag of the state key. PUBLISH takes no key (Cluster-safe here).
+local function publish(state, g)
+  redis.call('PUBLISH', ARGV[13], string.match(KEYS[1], '{([^}]*)}') .. ' ' ..
+    string.format('%d', g) .. ' ' .. state)
+end
 
 local h = redis.call('HMGET', KEYS[1], 'st', 'ou', 'g', 'tr', 'pk')
 local st = h[1] or 'closed'
@@ -49,6 +56,7 @@ local function trip(from, trips)
     'pk', 0)
   redis.call('DEL', KEYS[2], KEYS[3])
   touch(until_)
+  publish('open', gen)
   return {'open', gen, fmt(until_ - now), '', '', from, 0, 0}
 end
 
@@ -66,6 +74,7 @@ if st == 'half_open' then
       redis.call('HSET', KEYS[1], 'st', 'closed', 'g', fmt(gen), 'tr', 0, 'pk', 0)
       redis.call('DEL', KEYS[2], KEYS[3])
       touch(0)
+      publish('closed', gen)
       return {'closed', gen, 0, '', '', 'half_open', 0, 0}
     end
     redis.call('HSET', KEYS[1], 'pk', pk)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 
 from resilience.stores.base import (
     BreakerAction,
+    BreakerEventCallback,
     BreakerOutcomeName,
     BreakerReply,
     BreakerSpec,
@@ -24,6 +26,10 @@ _SWEEP_EVERY = 4096
 #: A breaker nobody touched for this long after its break (and window) is forgotten, as the
 #: Redis keys expire (``PEXPIRE``).
 _IDLE_US = 3_600_000_000
+
+
+def _no_op() -> None:
+    return None
 
 
 class _Breaker:
@@ -95,6 +101,10 @@ class MemoryBreaker(MemoryCore):
         horizon = now - window
         while f and f[0] <= horizon:
             f.popleft()
+
+    def breaker_subscribe(self, callback: BreakerEventCallback) -> Callable[[], None]:
+        """No events: this store's decisions are local, so a breaker never caches them."""
+        return _no_op
 
     async def breaker_acquire(self, spec: BreakerSpec, key: str) -> BreakerReply:
         """See :meth:`resilience.stores.base.BreakerOps.breaker_acquire`."""

@@ -3,22 +3,27 @@
 Three scripts: ``breaker_acquire`` (allow / deny / probe, and the open -> half-open
 transition), ``breaker_record`` (an outcome, and the trip, reopen and close transitions) and
 ``breaker_admin`` (operator actions). All three touch only the breaker's three keys, which
-share one hash tag (:func:`resilience.stores.keys.breaker_keys`).
+share one hash tag (:func:`resilience.stores.keys.breaker_keys`). Every transition is also
+``PUBLISH``-ed on the store's channel (:func:`resilience.stores.keys.breaker_channel`), which
+:meth:`RedisBreaker.breaker_subscribe` follows (:mod:`resilience.stores.redis.events`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from resilience.stores.base import (
     BreakerAction,
+    BreakerEventCallback,
     BreakerOutcomeName,
     BreakerReply,
     BreakerSpec,
     BreakerStateName,
 )
-from resilience.stores.keys import breaker_keys
+from resilience.stores.keys import breaker_channel, breaker_keys
 from resilience.stores.redis.core import RedisCore, as_str, nonce
+from resilience.stores.redis.events import events_for, stop_events
 
 __all__ = ["RedisBreaker"]
 
@@ -54,6 +59,28 @@ class RedisBreaker(RedisCore):
     """Breaker state in Redis: a state hash, a failure log and a probe-lease set per key."""
 
     _bkeys: dict[tuple[str, str], list[str]]
+    _bchannel: str
+
+    @property
+    def breaker_channel(self) -> str:
+        """The pub/sub channel of this store's breaker transitions."""
+        ch: str | None = self.__dict__.get("_bchannel")
+        if ch is None:
+            ch = self._bchannel = breaker_channel(self.prefix)
+        return ch
+
+    def breaker_subscribe(self, callback: BreakerEventCallback) -> Callable[[], None]:
+        """See :meth:`resilience.stores.base.BreakerOps.breaker_subscribe`.
+
+        One background task per store and event loop, started by the first subscriber (see
+        :mod:`resilience.stores.redis.events`); :meth:`aclose` stops it.
+        """
+        return events_for(self, self.breaker_channel).subscribe(callback)
+
+    async def aclose(self) -> None:
+        """Stop the breaker-events subscription, then close the client."""
+        await stop_events(self)
+        await super().aclose()
 
     def _breaker_keys(self, name: str, key: str) -> list[str]:
         cache: dict[tuple[str, str], list[str]] = self.__dict__.setdefault("_bkeys", {})
@@ -67,7 +94,7 @@ class RedisBreaker(RedisCore):
     async def breaker_acquire(self, spec: BreakerSpec, key: str) -> BreakerReply:
         """See :meth:`resilience.stores.base.BreakerOps.breaker_acquire`."""
         args = _spec_args(spec)
-        args.append(nonce())
+        args += [nonce(), self.breaker_channel]
         r = await self._eval("breaker_acquire", self._breaker_keys(spec.name, key), args)
         return _reply(r)
 
@@ -82,7 +109,7 @@ class RedisBreaker(RedisCore):
     ) -> BreakerReply:
         """See :meth:`resilience.stores.base.BreakerOps.breaker_record`."""
         args = _spec_args(spec)
-        args += [outcome, gen, token, hint_us, nonce()]
+        args += [outcome, gen, token, hint_us, nonce(), self.breaker_channel]
         r = await self._eval("breaker_record", self._breaker_keys(spec.name, key), args)
         return _reply(r)
 
@@ -91,6 +118,6 @@ class RedisBreaker(RedisCore):
     ) -> BreakerReply:
         """See :meth:`resilience.stores.base.BreakerOps.breaker_admin`."""
         args = _spec_args(spec)
-        args += [action, duration_us]
+        args += [action, duration_us, self.breaker_channel]
         r = await self._eval("breaker_admin", self._breaker_keys(spec.name, key), args)
         return _reply(r)

@@ -1,14 +1,16 @@
 """The Redis store's shared machinery: scripts, connections, error mapping.
 
-Scripts live one per file in ``stores/lua/``. Each is registered with redis-py's
-``register_script`` (EVALSHA with the SHA1 computed locally; on ``NOSCRIPT`` after a restart,
-``SCRIPT FLUSH`` or a failover it loads the script and retries once), so the source crosses
-the wire only when the server lacks it.
+Scripts live one per file in ``stores/lua/``. Each decision is one ``EVALSHA`` with the SHA1
+computed locally; on ``NOSCRIPT`` (after a restart, ``SCRIPT FLUSH`` or a failover) the call is
+repeated once as ``EVAL``, which runs the source and caches it again, so the source crosses the
+wire only when the server lacks it, and recovery costs one extra round trip, not two (redis-py's
+``register_script`` would ``SCRIPT LOAD`` and then ``EVALSHA``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import os
 import secrets
@@ -18,7 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from resilience.errors import StoreUnavailable
 from resilience.stores.health import health_of
@@ -105,7 +107,7 @@ class RedisCore:
         #: The bound on one store call in seconds (``None``: from the client, see health).
         self.timeout = None if timeout is None else float(timeout)
         self.label = _label(client)
-        self._scripts: dict[str, Any] = {}
+        self._scripts: dict[str, str] = {}  # script name -> SHA1 of its source
         self._max_concurrency = max_concurrency
         self._sem: asyncio.Semaphore | None = (
             asyncio.Semaphore(max_concurrency) if max_concurrency else None
@@ -119,11 +121,11 @@ class RedisCore:
     def __repr__(self) -> str:
         return f"RedisStore({self.label!r}, prefix={self.prefix!r})"
 
-    def _script(self, name: str) -> Any:
-        script = self._scripts.get(name)
-        if script is None:
-            script = self._scripts[name] = self.client.register_script(lua_source(name))
-        return script
+    def _sha(self, name: str) -> str:
+        sha = self._scripts.get(name)
+        if sha is None:
+            sha = self._scripts[name] = hashlib.sha1(lua_source(name).encode()).hexdigest()
+        return sha
 
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run script ``name`` within the store's timeout; fail fast while degraded.
@@ -132,19 +134,28 @@ class RedisCore:
         failing); a call that waited in the queue while the store became degraded fails fast.
         """
         health = health_of(self)
-        if self._sem is None:
+        sem = self._sem
+        if sem is None:
             return await health.call(self._eval_direct, name, keys, args)
         health.check()
-        async with self._sem:
+        await sem.acquire()
+        try:
             return await health.call(self._eval_direct, name, keys, args)
+        finally:
+            sem.release()
 
     async def _eval_direct(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run script ``name``; any Redis failure becomes :class:`StoreUnavailable`."""
-        script = self._script(name)
+        sha = self._sha(name)
         try:
             if self._cluster_pending:
                 await self._init_cluster()
-            return await script(keys, args)  # queued on self._sem by _eval
+            try:
+                return await self.client.evalsha(sha, len(keys), *keys, *args)
+            except NoScriptError:
+                # The server lost its script cache (restart, SCRIPT FLUSH, failover): EVAL runs
+                # the source and caches it again, in one round trip.
+                return await self.client.eval(lua_source(name), len(keys), *keys, *args)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             raise StoreUnavailable(
                 f"store {self.label} failed: {type(exc).__name__}: {exc}"

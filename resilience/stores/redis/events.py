@@ -1,0 +1,189 @@
+"""Breaker transitions pushed over Redis pub/sub (``PUBLISH`` in ``lua/breaker_*.lua``).
+
+One background task per store and event loop holds a ``SUBSCRIBE`` to the store's channel
+(:func:`resilience.stores.keys.breaker_channel`) on a connection of its own (never one of the
+store's pool, which ``max_concurrency`` sizes for commands), and hands every message to the
+registered callbacks. It starts with the first subscriber, stops with the last one or with
+:meth:`resilience.RedisStore.aclose`, and never raises into callers: when Redis goes away it
+reconnects with jittered exponential backoff (50 ms doubling to 2 s), and each time the
+subscription is (re)established it sends ``""`` to every callback (messages may have been
+lost meanwhile).
+
+On Redis Cluster a classic ``PUBLISH`` reaches every node, so the task subscribes on one
+primary (another one after a failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+
+from resilience.stores.base import BreakerEventCallback
+
+__all__ = ["BreakerEvents", "events_for", "stop_events"]
+
+logger = logging.getLogger("resilience")
+
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 2.0
+
+
+def _as_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class BreakerEvents:
+    """The subscription of one store on one event loop (see the module docs)."""
+
+    def __init__(self, store: Any, channel: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self.channel = channel
+        self.loop = loop
+        self.callbacks: dict[int, BreakerEventCallback] = {}
+        self.connected = False
+        self._ids = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self, callback: BreakerEventCallback) -> Callable[[], None]:
+        self._ids += 1
+        cid = self._ids
+        self.callbacks[cid] = callback
+        if self._task is None or self._task.done():
+            self._task = self.loop.create_task(self._run(), name=f"resilience:{self.channel}")
+
+        def unsubscribe() -> None:
+            if self.callbacks.pop(cid, None) is not None and not self.callbacks:
+                self.cancel()
+
+        return unsubscribe
+
+    def cancel(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            if self.loop.is_closed():
+                return
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is self.loop:
+                task.cancel()
+            else:
+                self.loop.call_soon_threadsafe(task.cancel)
+
+    async def stop(self) -> None:
+        """Cancel the task and wait for it (it closes its connection on the way out)."""
+        task = self._task
+        self.callbacks.clear()
+        self.cancel()
+        if task is not None and asyncio.get_running_loop() is self.loop:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # ------------------------------------------------------------------ the task
+
+    def _dispatch(self, message: str) -> None:
+        for cb in tuple(self.callbacks.values()):
+            try:
+                cb(message)
+            except Exception:
+                logger.exception("breaker event callback %r failed", cb)
+
+    async def _pubsub(self) -> tuple[PubSub, Any]:
+        """A PubSub on a connection pool of its own, and that pool (to disconnect)."""
+        client = self.store.client
+        if isinstance(client, RedisCluster):
+            await self.store._init_cluster()
+            nodes = client.get_primaries() or client.get_nodes()
+            node = random.choice(nodes)
+            pool = aioredis.ConnectionPool(
+                connection_class=node.connection_class, **node.connection_kwargs
+            )
+            return PubSub(pool), pool
+        shared = client.connection_pool
+        if shared.connection_class.__module__.startswith("fakeredis"):
+            return client.pubsub(), None  # an in-process fake: nothing to exhaust
+        pool = aioredis.ConnectionPool(
+            connection_class=shared.connection_class, **shared.connection_kwargs
+        )
+        return PubSub(pool), pool
+
+    async def _run(self) -> None:
+        delay = BACKOFF_MIN
+        while True:
+            ps: PubSub | None = None
+            pool: Any = None
+            try:
+                ps, pool = await self._pubsub()
+                await ps.subscribe(self.channel)
+                while True:
+                    msg = await ps.get_message(timeout=None)
+                    if msg is None:
+                        continue
+                    kind = _as_str(msg.get("type"))
+                    if kind == "message":
+                        self._dispatch(_as_str(msg["data"]))
+                    elif kind == "subscribe":
+                        # (Re)established, here or by redis-py's own reconnect: anything
+                        # published meanwhile was lost.
+                        self.connected = True
+                        delay = BACKOFF_MIN
+                        self._dispatch("")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never raise into callers: retry
+                if self.connected:
+                    logger.warning(
+                        "breaker events: subscription to %s lost (%s: %s); reconnecting",
+                        self.channel,
+                        type(exc).__name__,
+                        exc,
+                    )
+                else:
+                    logger.debug("breaker events: subscribe failed", exc_info=True)
+            finally:
+                self.connected = False
+                await _close(ps, pool)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+
+async def _close(ps: PubSub | None, pool: Any) -> None:
+    # Bounded and shielded from nothing: this runs on the way out of a cancelled task too.
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        if ps is not None:
+            await asyncio.wait_for(ps.aclose(), 1.0)  # type: ignore[no-untyped-call]
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        if pool is not None:
+            await asyncio.wait_for(pool.disconnect(), 1.0)
+
+
+def events_for(store: Any, channel: str) -> BreakerEvents:
+    """The subscription of ``store`` on the running loop (created on first use)."""
+    loop = asyncio.get_running_loop()
+    per_loop: dict[asyncio.AbstractEventLoop, BreakerEvents] = store.__dict__.setdefault(
+        "_breaker_events", {}
+    )
+    ev = per_loop.get(loop)
+    if ev is None:
+        for old in [lp for lp in per_loop if lp.is_closed()]:
+            del per_loop[old]
+        ev = per_loop[loop] = BreakerEvents(store, channel, loop)
+    return ev
+
+
+async def stop_events(store: Any) -> None:
+    """Stop every subscription task of ``store`` (awaiting the one on the running loop)."""
+    per_loop: dict[asyncio.AbstractEventLoop, BreakerEvents] = store.__dict__.pop(
+        "_breaker_events", {}
+    )
+    for ev in per_loop.values():
+        await ev.stop()
