@@ -54,17 +54,22 @@ def _run(procs: list[Any], queue: Any, n: int) -> list[Any]:
 
 def trip_worker(url: str, prefix: str, n: int, ready: Any, go: Any, done: Any, q: Any) -> None:
     async def main() -> dict[str, Any]:
-        store, cb = _breaker(url, prefix, failure_threshold=10, window=60, break_duration=30)
+        # state_refresh = 30 s: only the pushed trip can make the next call fail fast.
+        store, cb = _breaker(
+            url, prefix, failure_threshold=10, window=60, break_duration=30, state_refresh=30
+        )
         changes: list[Any] = []
         cb.add_listener(changes.append)
         await cb.state()  # connect and load scripts before the race
+        await cb.call(_ok)  # believe "closed" and subscribe to pushed transitions
+        await _until_subscribed(store)
         ready.wait()
         go.wait()
         res = await asyncio.gather(*[cb.call(_boom) for _ in range(n)], return_exceptions=True)
         done.wait()  # every process has recorded its failures
-        # Within state_refresh a process may still trust the "closed" it last heard; past it,
-        # the next call anywhere fails fast.
-        await asyncio.sleep(cb.state_refresh + 0.05)
+        # The trip is pushed to every process: let the event loop take delivery (the barrier
+        # blocked it), then the next call anywhere fails fast, long before state_refresh.
+        await asyncio.sleep(0.05)
         try:
             await cb.call(_ok)
             nxt: Any = "ran"
@@ -103,7 +108,7 @@ def test_20_concurrent_failures_across_processes_trip_exactly_once(
     errors = [e for o in out for e in o["errors"]]
     assert errors.count("ConnectionError") >= 10  # 10 counted, the rest raced the trip
     # ... and every process's next call failed fast with ~30 s left (30 minus the time the
-    # race and the state_refresh wait took; `elapsed` bounds both).
+    # race and the delivery wait took; `elapsed` bounds both).
     for o in out:
         assert isinstance(o["next"], float), o
         assert 30 - elapsed - 0.5 <= o["next"] <= 30
@@ -358,3 +363,143 @@ async def test_round_trips_per_process(
         assert all(o == {"ran": 1000, "rejected": 0} for o in out)
         # 3000 successes: each process asks once, then again at most every state_refresh.
         assert commands <= 3 * (1 + int(elapsed / cb.state_refresh) + 1), seen
+
+
+# ---------------------------------------------------------------- push invalidation (pub/sub)
+
+
+def _subscribed(store: RedisStore) -> bool:
+    events = store.__dict__.get("_breaker_events", {})
+    return any(ev.connected for ev in events.values())
+
+
+async def _until_subscribed(store: RedisStore, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not _subscribed(store):
+        assert time.monotonic() < deadline, "the breaker-events subscription did not come up"
+        await asyncio.sleep(0.01)
+
+
+def believer_worker(url: str, prefix: str, ready: Any, tripped: Any, q: Any) -> None:
+    async def main() -> Any:
+        store, cb = _breaker(url, prefix, failure_threshold=2, break_duration=30, state_refresh=30)
+        for _ in range(3):
+            await cb.call(_ok)
+        await _until_subscribed(store)
+        await cb.call(_ok)  # "closed", fresh for 30 s
+        ready.set()
+        await asyncio.to_thread(tripped.wait, JOIN_TIMEOUT)
+        await asyncio.sleep(0.1)
+        try:
+            await cb.call(_ok)
+            nxt: Any = "ran"
+        except CircuitOpen as e:
+            nxt = e.retry_after
+        await store.aclose()
+        return nxt
+
+    q.put(asyncio.run(main()))
+
+
+async def test_a_trip_elsewhere_is_pushed_to_a_process_that_believes_closed(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """Without the push, B would trust its "closed" for state_refresh = 30 s."""
+    q = CTX.Queue()
+    ready, tripped = CTX.Event(), CTX.Event()
+    p = CTX.Process(target=believer_worker, args=(redis_server.url, prefix, ready, tripped, q))
+    p.start()
+    try:
+        assert await asyncio.to_thread(ready.wait, JOIN_TIMEOUT)
+        store, cb = _breaker(redis_server.url, prefix, failure_threshold=2, break_duration=30)
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                await cb.call(_boom)
+        tripped.set()
+        nxt = await asyncio.to_thread(q.get, True, JOIN_TIMEOUT)
+        await store.aclose()
+    finally:
+        await asyncio.to_thread(p.join, JOIN_TIMEOUT)
+    assert isinstance(nxt, float), nxt
+    assert 29.0 <= nxt <= 30
+
+
+async def test_the_subscription_comes_back_after_a_redis_restart(
+    fresh_redis_server: RedisServer, prefix: str
+) -> None:
+    url = fresh_redis_server.url
+    s1, a = _breaker(url, prefix, failure_threshold=2, break_duration=30)
+    s2, b = _breaker(url, prefix, failure_threshold=2, break_duration=30, state_refresh=30)
+    assert await b.call(_ok) == "ok"
+    await _until_subscribed(s2)
+    fresh_redis_server.restart()
+    await asyncio.sleep(0.05)
+    await _until_subscribed(s2)
+    assert await b.call(_ok) == "ok"  # "closed" again, fresh for 30 s
+    deadline = time.monotonic() + 5
+    while True:  # a's pooled connections died with the server: reconnect before the trip
+        try:
+            await a.store.breaker_acquire(a.spec, "warm")
+            break
+        except Exception:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            await a.call(_boom)
+    assert await a.state() == "open"
+    await asyncio.sleep(0.1)
+    with pytest.raises(CircuitOpen) as info:
+        await b.call(_ok)
+    assert 29.0 <= info.value.retry_after <= 30
+    await s1.aclose()
+    await s2.aclose()
+
+
+async def test_successes_while_closed_cost_no_script_with_the_subscription_up(
+    fresh_redis_server: RedisServer, prefix: str
+) -> None:
+    store, cb = _breaker(fresh_redis_server.url, prefix, failure_threshold=2, state_refresh=30)
+    assert await cb.call(_ok) == "ok"
+    await _until_subscribed(store)
+    assert await cb.call(_ok) == "ok"
+    r = redis.Redis.from_url(fresh_redis_server.url)
+    r.config_resetstat()
+    for _ in range(1000):
+        assert await cb.call(_ok) == "ok"
+    commands, seen = _commands(r)
+    r.close()
+    await store.aclose()
+    assert commands == 0, seen
+
+
+async def test_aclose_stops_the_subscription_task(redis_server: RedisServer, prefix: str) -> None:
+    store, cb = _breaker(redis_server.url, prefix, state_refresh=30)
+    assert await cb.call(_ok) == "ok"
+    await _until_subscribed(store)
+    tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith(f"resilience:{prefix}:")]
+    assert len(tasks) == 1
+    await store.aclose()
+    assert tasks[0].done()
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("resilience:")]
+
+
+async def test_a_trip_is_pushed_on_redis_cluster_too(redis_cluster: Any, prefix: str) -> None:
+    """A classic PUBLISH reaches every node: the subscriber may sit on any primary."""
+    stores = [
+        RedisStore.from_url(redis_cluster.url, prefix=prefix, timeout=2.0, cluster=True)
+        for _ in range(2)
+    ]
+    a = CircuitBreaker(2, store=stores[0], name="api", break_duration=30)
+    b = CircuitBreaker(2, store=stores[1], name="api", break_duration=30, state_refresh=30)
+    assert await b.call(_ok) == "ok"
+    await _until_subscribed(stores[1])
+    assert await b.call(_ok) == "ok"
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            await a.call(_boom)
+    await asyncio.sleep(0.1)
+    with pytest.raises(CircuitOpen):
+        await b.call(_ok)
+    for s in stores:
+        await s.aclose()

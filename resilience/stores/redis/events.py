@@ -34,6 +34,9 @@ logger = logging.getLogger("resilience")
 
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
+# A blocking read is polled: redis-py's PubSub read can swallow a cancellation (the task then
+# waits on the socket again), so the task also checks a stop flag this often.
+POLL = 0.25
 
 
 def _as_str(value: Any) -> str:
@@ -49,6 +52,7 @@ class BreakerEvents:
         self.loop = loop
         self.callbacks: dict[int, BreakerEventCallback] = {}
         self.connected = False
+        self._stop: list[bool] = [True]  # the running task's stop flag
         self._ids = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -57,7 +61,10 @@ class BreakerEvents:
         cid = self._ids
         self.callbacks[cid] = callback
         if self._task is None or self._task.done():
-            self._task = self.loop.create_task(self._run(), name=f"resilience:{self.channel}")
+            self._stop = [False]
+            self._task = self.loop.create_task(
+                self._run(self._stop), name=f"resilience:{self.channel}"
+            )
 
         def unsubscribe() -> None:
             if self.callbacks.pop(cid, None) is not None and not self.callbacks:
@@ -66,6 +73,7 @@ class BreakerEvents:
         return unsubscribe
 
     def cancel(self) -> None:
+        self._stop[0] = True
         task, self._task = self._task, None
         if task is not None and not task.done():
             if self.loop.is_closed():
@@ -85,8 +93,7 @@ class BreakerEvents:
         self.callbacks.clear()
         self.cancel()
         if task is not None and asyncio.get_running_loop() is self.loop:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await asyncio.wait({task}, timeout=2 * POLL + 2.0)
 
     # ------------------------------------------------------------------ the task
 
@@ -116,16 +123,22 @@ class BreakerEvents:
         )
         return PubSub(pool), pool
 
-    async def _run(self) -> None:
+    async def _run(self, stop: list[bool]) -> None:
         delay = BACKOFF_MIN
-        while True:
+        task = asyncio.current_task()
+        # Python 3.11+: a cancellation redis-py swallowed is still counted (asyncio.run's
+        # shutdown cancels this task without setting the stop flag).
+        cancelling: Callable[[], int] = getattr(task, "cancelling", lambda: 0)
+        while not stop[0]:
             ps: PubSub | None = None
             pool: Any = None
             try:
                 ps, pool = await self._pubsub()
                 await ps.subscribe(self.channel)
-                while True:
-                    msg = await ps.get_message(timeout=None)
+                while not stop[0]:
+                    if cancelling():
+                        raise asyncio.CancelledError
+                    msg = await ps.get_message(timeout=POLL)
                     if msg is None:
                         continue
                     kind = _as_str(msg.get("type"))
@@ -152,6 +165,8 @@ class BreakerEvents:
             finally:
                 self.connected = False
                 await _close(ps, pool)
+            if stop[0] or cancelling():
+                return
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, BACKOFF_MAX)
 
