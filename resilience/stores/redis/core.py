@@ -10,10 +10,12 @@ wire only when the server lacks it, and recovery costs one extra round trip, not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import os
 import secrets
+import sys
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -26,6 +28,19 @@ from resilience.errors import StoreUnavailable
 from resilience.stores.health import health_of
 
 __all__ = ["RedisCore", "lua_source"]
+
+_HAS_CANCELLING = sys.version_info >= (3, 11)  # Task.cancelling()
+_current_task = asyncio.current_task
+
+if sys.version_info >= (3, 11):
+
+    def _cancelling(task: asyncio.Task[Any]) -> int:
+        return task.cancelling()
+
+else:  # pragma: no cover - Python 3.10
+
+    def _cancelling(task: asyncio.Task[Any]) -> int:
+        return 0
 
 _SOURCES: dict[str, str] = {}
 
@@ -132,7 +147,34 @@ class RedisCore:
 
         Queueing for ``max_concurrency`` is not part of the timeout (a burst queues instead of
         failing); a call that waited in the queue while the store became degraded fails fast.
+
+        A cancellation is never lost. redis-py 8 can swallow a ``cancel()`` that lands as the
+        reply arrives (measured: about a third of cancellations racing a reply, on Python 3.10
+        and 3.11 alike) and return the reply instead; the caller would then go on (sleep on a
+        reservation, run a probe) as if never cancelled. Here such a call raises
+        ``CancelledError`` after the script has run, so the caller's cleanup (releasing a slot,
+        returning a probe) always comes after the script: on 3.11+ by comparing the task's
+        ``cancelling()`` count; on 3.10, which has no such count, by awaiting the call through
+        ``asyncio.shield`` and, when cancelled, letting the in-flight call finish first.
         """
+        task = _current_task()
+        if task is None:  # pragma: no cover - not inside a task
+            return await self._eval_bounded(name, keys, args)
+        if _HAS_CANCELLING:
+            before = _cancelling(task)
+            result = await self._eval_bounded(name, keys, args)
+            if _cancelling(task) > before:
+                raise asyncio.CancelledError
+            return result
+        inner = asyncio.ensure_future(self._eval_bounded(name, keys, args))  # pragma: no cover
+        try:  # pragma: no cover - Python 3.10
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:  # pragma: no cover - Python 3.10
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(inner)
+            raise
+
+    async def _eval_bounded(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         health = health_of(self)
         sem = self._sem
         if sem is None:

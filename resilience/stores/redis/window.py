@@ -28,14 +28,6 @@ async def _shielded(aw: Awaitable[Any]) -> None:
         pass  # best effort: a lost release wastes capacity until the window passes, no more
 
 
-def _cancelling(task: asyncio.Task[Any] | None) -> int:
-    """Pending cancellation requests of ``task`` (Python >= 3.11; 0 before)."""
-    if task is None:
-        return 0
-    fn = getattr(task, "cancelling", None)
-    return int(fn()) if fn is not None else 0
-
-
 def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
@@ -80,21 +72,14 @@ class RedisWindow(RedisCore):
             )
         args = (max_wait_us, token, spec)
         keys = self._window_keys(limits, key)
-        task = asyncio.current_task()
-        cancels = _cancelling(task)
         try:
             r = await self._eval("window_acquire", keys, args)
         except asyncio.CancelledError:
             # The script may have run (and admitted or reserved) before the caller was
-            # cancelled; the caller will never use that entry: remove it, best effort.
+            # cancelled (`_eval` raises only after an in-flight script finished); the caller
+            # will never use that entry: remove it, best effort.
             await _shielded(self._eval("window_release", keys, [token, *costs]))
             raise
-        if _cancelling(task) > cancels:
-            # Python < 3.12's asyncio.wait_for (used by redis-py for socket timeouts) swallows
-            # a cancellation that lands as the reply arrives: honour it here, or the caller
-            # would go on to sleep on a reservation it no longer wants.
-            await _shielded(self._eval("window_release", keys, [token, *costs]))
-            raise asyncio.CancelledError
         allowed, remaining, wait = r.split()
         return _result((allowed in (b"1", "1"), max(int(remaining), 0), int(wait), token))
 
