@@ -32,20 +32,20 @@ LIMIT, WINDOW = 100, 2.0
 PROCESSES, TASKS = 4, 25
 
 
-def worker(redis_url: str, api: str, prefix: str, guard: float, start_at: float,
-           seconds: float, out: Any) -> None:
+def worker(
+    redis_url: str, api: str, prefix: str, guard: float, start_at: float, seconds: float, out: Any
+) -> None:
     import aiohttp
 
     from resilience import RedisStore, SlidingWindowLimiter
 
     async def main() -> tuple[int, int]:
         store = RedisStore.from_url(redis_url, prefix=prefix, timeout=2.0)
-        lim = SlidingWindowLimiter(LIMIT, WINDOW, store=store, name="api", guard=guard,
-                                   fallback="deny")
+        lim = SlidingWindowLimiter(
+            LIMIT, WINDOW, store=store, name="api", guard=guard, fallback="deny"
+        )
         ok = limited = 0
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=TASKS)
-        ) as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=TASKS)) as session:
             # Open every connection before the run (GET /stats costs no quota): a cold TCP
             # connect on the first burst would count as decision-to-arrival latency.
             base = api.rsplit("/v1/", 1)[0]
@@ -90,8 +90,10 @@ async def one_run(redis_url: str, guard: float, seconds: float, tag: str) -> dic
     out = ctx.Queue()
     start_at = time.time() + 3.0  # after every worker has imported and connected
     procs = [
-        ctx.Process(target=worker, args=(redis_url, url + ANALYZE_PATH, f"g{tag}", guard,
-                                         start_at, seconds, out))
+        ctx.Process(
+            target=worker,
+            args=(redis_url, url + ANALYZE_PATH, f"g{tag}", guard, start_at, seconds, out),
+        )
         for _ in range(PROCESSES)
     ]
     for p in procs:
@@ -122,18 +124,23 @@ async def main(seconds: float, rounds: int, guards: tuple[float, ...]) -> None:
     server = RedisServer().start()
     redis_url = server.url
     try:
-        print(f"strict upstream {LIMIT} per {WINDOW:g} s; {PROCESSES} processes x {TASKS} tasks;"
-              f" {seconds:g} s per run; {rounds} round(s); {os.cpu_count()} CPUs\n")
-        print(f"{'guard (s)':>10}{'requests':>10}{'429s':>8}{'429 %':>8}{'goodput':>9}"
-              f"{'  per round (429s / goodput)'}")
+        print(
+            f"strict upstream {LIMIT} per {WINDOW:g} s; {PROCESSES} processes x {TASKS} tasks;"
+            f" {seconds:g} s per run; {rounds} round(s); {os.cpu_count()} CPUs\n"
+        )
+        print(
+            f"{'guard (s)':>10}{'requests':>10}{'429s':>8}{'429 %':>8}{'goodput':>9}"
+            f"{'  per round (429s / goodput)'}"
+        )
         for g in guards:
             runs = [await one_run(redis_url, g, seconds, f"{g}-{r}") for r in range(rounds)]
             req = sum(r["requests"] for r in runs)
             n429 = sum(r["429"] for r in runs)
             good = sum(r["goodput"] for r in runs) / len(runs)
             detail = ", ".join(f"{int(r['429'])} / {r['goodput']:.0%}" for r in runs)
-            print(f"{g:10.2f}{req:10.0f}{n429:8.0f}{n429 / req:8.1%}{good:9.0%}  {detail}",
-                  flush=True)
+            print(
+                f"{g:10.2f}{req:10.0f}{n429:8.0f}{n429 / req:8.1%}{good:9.0%}  {detail}", flush=True
+            )
     finally:
         server.stop()
 

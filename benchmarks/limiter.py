@@ -79,8 +79,11 @@ async def contenders(url: str, limit: int, tag: str) -> dict[str, tuple[Decide, 
     naive = BlogRedisLimiter(naive_client, limit, 1)
     naive_key = f"naive{tag}"
 
-    storage = RedisStorage(f"async+redis://127.0.0.1:{url.rsplit(':', 1)[1]}",
-                           implementation="redispy", key_prefix=f"limits{tag}")
+    storage = RedisStorage(
+        f"async+redis://127.0.0.1:{url.rsplit(':', 1)[1]}",
+        implementation="redispy",
+        key_prefix=f"limits{tag}",
+    )
     moving = MovingWindowRateLimiter(storage)
     item = RateLimitItemPerSecond(limit, 1)
 
@@ -154,8 +157,9 @@ async def memory_per_key(url: str, entries: int) -> dict[str, int]:
     await nc.aclose()
 
     await admin.flushdb()
-    storage = RedisStorage(f"async+redis://127.0.0.1:{url.rsplit(':', 1)[1]}",
-                           implementation="redispy")
+    storage = RedisStorage(
+        f"async+redis://127.0.0.1:{url.rsplit(':', 1)[1]}", implementation="redispy"
+    )
     moving = MovingWindowRateLimiter(storage)
     item = RateLimitItemPerMinute(entries, 1)
     for _ in range(entries):
@@ -174,9 +178,11 @@ async def main(seconds: float) -> None:
     url = server.url
     try:
         v = (await aioredis.Redis.from_url(url).info("server"))["redis_version"]
-        print(f"redis-server {v} on loopback; Python {sys.version.split()[0]}; "
-              f"{os.cpu_count()} CPUs; best of {ROUNDS} interleaved rounds, "
-              f"{seconds}s per cell in all\n")
+        print(
+            f"redis-server {v} on loopback; Python {sys.version.split()[0]}; "
+            f"{os.cpu_count()} CPUs; best of {ROUNDS} interleaved rounds, "
+            f"{seconds}s per cell in all\n"
+        )
         for regime, limit in (("admit", ADMIT_LIMIT), ("reject", REJECT_LIMIT)):
             rows: dict[str, list[float]] = {}
             for c in CONCURRENCY:

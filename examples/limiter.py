@@ -42,8 +42,10 @@ async def main(redis_url: str | None, seconds: float) -> None:
 
     await asyncio.gather(*[worker(i) for i in range(12)])
     busiest = max(sum(1 for c in calls if t - 2.0 < c <= t) for t in calls)
-    print(f"\n{len(calls)} calls in {time.monotonic() - t0:.1f}s; "
-          f"at most {busiest} in any rolling 2 s window (limit 5)")
+    print(
+        f"\n{len(calls)} calls in {time.monotonic() - t0:.1f}s; "
+        f"at most {busiest} in any rolling 2 s window (limit 5)"
+    )
     if isinstance(store, resilience.RedisStore):
         await store.aclose()
 

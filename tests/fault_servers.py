@@ -29,12 +29,50 @@ def make_certs(directory: str) -> dict[str, str]:
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-        "-keyout", p["ca_key"], "-out", p["ca"])
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-        "-keyout", p["key"], "-out", csr)
-    run("x509", "-req", "-in", csr, "-CA", p["ca"], "-CAkey", p["ca_key"], "-CAcreateserial",
-        "-days", "2", "-extfile", ext, "-out", p["cert"])
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        p["ca_key"],
+        "-out",
+        p["ca"],
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        p["key"],
+        "-out",
+        csr,
+    )
+    run(
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        p["ca"],
+        "-CAkey",
+        p["ca_key"],
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        ext,
+        "-out",
+        p["cert"],
+    )
     return p
 
 
@@ -56,13 +94,39 @@ class TLSRedis:
 
     def start(self, timeout: float = 10.0) -> TLSRedis:
         args = [
-            self.binary, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
-            "--tls-cert-file", self.certs["cert"], "--tls-key-file", self.certs["key"],
-            "--tls-ca-cert-file", self.certs["ca"], "--tls-auth-clients", "no",
-            "--save", "", "--appendonly", "no", "--dir", self.dir,
-            "--logfile", os.path.join(self.dir, "redis.log"),
-            "--user", "default", "off",
-            "--user", self.user, "on", f">{self.password}", "~*", "&*", "+@all",
+            self.binary,
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            self.certs["cert"],
+            "--tls-key-file",
+            self.certs["key"],
+            "--tls-ca-cert-file",
+            self.certs["ca"],
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+            "--logfile",
+            os.path.join(self.dir, "redis.log"),
+            "--user",
+            "default",
+            "off",
+            "--user",
+            self.user,
+            "on",
+            f">{self.password}",
+            "~*",
+            "&*",
+            "+@all",
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ctx = ssl.create_default_context(cafile=self.certs["ca"])
@@ -103,9 +167,7 @@ class SentinelSet:
         self.service = service
         self.master = RedisServer()
         self.master.start()
-        self.replica = RedisServer(
-            extra=["--replicaof", "127.0.0.1", str(self.master.port)]
-        )
+        self.replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(self.master.port)])
         self.replica.start()
         self.sentinels: list[subprocess.Popen[bytes]] = []
         self.ports: list[int] = []
@@ -127,7 +189,8 @@ class SentinelSet:
                 )
             proc = subprocess.Popen(
                 [binary, conf, "--sentinel", "--logfile", os.path.join(d, "s.log")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             self.sentinels.append(proc)
             self.ports.append(port)

@@ -14,8 +14,9 @@ from typing import Any
 from resilience import RedisStore, SlidingWindowLimiter, all_of
 
 
-def hammer(url: str, prefix: str, limit: int, window: float, seconds: float,
-           tasks: int, out: Any) -> None:
+def hammer(
+    url: str, prefix: str, limit: int, window: float, seconds: float, tasks: int, out: Any
+) -> None:
     """Half the tasks ``acquire`` (reservations), half ``try_acquire`` every 20-60 ms."""
 
     async def main() -> int:
@@ -43,9 +44,7 @@ def hammer(url: str, prefix: str, limit: int, window: float, seconds: float,
                     admitted += 1
                 await asyncio.sleep(random.uniform(0.02, 0.06))
 
-        await asyncio.gather(
-            *[waiter() if i % 2 else trier() for i in range(tasks)]
-        )
+        await asyncio.gather(*[waiter() if i % 2 else trier() for i in range(tasks)])
         await store.aclose()
         return admitted
 

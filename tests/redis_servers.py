@@ -112,13 +112,20 @@ class RedisServer:
             os.remove(logfile)
         args = [
             self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", self.dir,
-            "--daemonize", "no",
-            "--logfile", os.path.join(self.dir, "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+            "--daemonize",
+            "no",
+            "--logfile",
+            os.path.join(self.dir, "redis.log"),
             *self.extra,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -172,9 +179,12 @@ class RedisCluster:
         self.nodes = [
             RedisServer(
                 extra=[
-                    "--cluster-enabled", "yes",
-                    "--cluster-node-timeout", "2000",
-                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-config-file",
+                    "nodes.conf",
                 ],
                 cluster=True,
             )
@@ -194,17 +204,26 @@ class RedisCluster:
             raise RuntimeError(f"redis-cli not found; {INSTALL_HINT}")
         subprocess.run(
             [
-                cli, "--cluster", "create",
+                cli,
+                "--cluster",
+                "create",
                 *[f"127.0.0.1:{n.port}" for n in self.nodes],
-                "--cluster-replicas", str(self.replicas), "--cluster-yes",
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
             ],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
         )
         deadline = time.monotonic() + timeout
         while True:
             out = subprocess.run(
                 [cli, "-p", str(self.nodes[0].port), "cluster", "info"],
-                capture_output=True, text=True, timeout=5,
+                capture_output=True,
+                text=True,
+                timeout=5,
             ).stdout
             if "cluster_state:ok" in out:
                 return self

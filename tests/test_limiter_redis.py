@@ -464,8 +464,9 @@ async def test_300_concurrent_calls_queue_for_connections(
     if how == "from_url":
         store = RedisStore.from_url(redis_server.url, prefix=prefix, max_connections=8)
     elif how == "own_client":
-        store = RedisStore(aioredis.Redis.from_url(redis_server.url, max_connections=8),
-                           prefix=prefix)
+        store = RedisStore(
+            aioredis.Redis.from_url(redis_server.url, max_connections=8), prefix=prefix
+        )
     else:
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
         store = RedisStore.from_url(cluster.url, prefix=prefix, cluster=True, max_connections=8)

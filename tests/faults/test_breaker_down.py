@@ -72,13 +72,16 @@ async def test_local_breaker_trips_while_redis_down_then_shared_state_resumes(
 async def test_breaker_deny_and_allow(prefix: str) -> None:
     dead = "redis://127.0.0.1:1/0"
     deny = CircuitBreaker(
-        store=RedisStore.from_url(dead, prefix=prefix, timeout=TIMEOUT), fallback="deny",
+        store=RedisStore.from_url(dead, prefix=prefix, timeout=TIMEOUT),
+        fallback="deny",
         state_refresh=0,
     )
     with pytest.raises(StoreUnavailable):
         await deny.call(_ok)
     allow = CircuitBreaker(
-        1, store=RedisStore.from_url(dead, prefix=prefix, timeout=TIMEOUT), fallback="allow",
+        1,
+        store=RedisStore.from_url(dead, prefix=prefix, timeout=TIMEOUT),
+        fallback="allow",
         state_refresh=0,
     )
     for _ in range(5):  # never trips: every decision admits

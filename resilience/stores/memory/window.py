@@ -165,8 +165,7 @@ class MemoryWindow(MemoryCore):
         idle = [
             k
             for k, log in self._logs.items()
-            if (len(log.at) <= log.head or log.at[-1] <= now - log.window)
-            and log.penalty <= now
+            if (len(log.at) <= log.head or log.at[-1] <= now - log.window) and log.penalty <= now
         ]
         for k in idle:
             del self._logs[k]
@@ -188,5 +187,3 @@ class MemoryWindow(MemoryCore):
         for lim in limits:
             log = self._log(lim, key)
             log.penalty = max(log.penalty, until)
-
-

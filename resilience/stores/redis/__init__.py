@@ -101,8 +101,12 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
         if isinstance(url, str) and url.startswith(SENTINEL_SCHEMES):  # redis+sentinel://
             sentinels, service, url_kwargs = parse_sentinel_url(url)
             return cls.from_sentinel(
-                sentinels, service, prefix=prefix, timeout=timeout,
-                max_connections=max_connections, **{**url_kwargs, **kwargs},
+                sentinels,
+                service,
+                prefix=prefix,
+                timeout=timeout,
+                max_connections=max_connections,
+                **{**url_kwargs, **kwargs},
             )
         kwargs.setdefault("socket_connect_timeout", timeout)
         if cluster:
@@ -138,8 +142,12 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
         and each sentinel query; at most ``max_connections`` commands are in flight.
         """
         client = sentinel_client(
-            sentinels, service_name, timeout=timeout, sentinel_kwargs=sentinel_kwargs,
-            max_connections=max_connections, **kwargs,
+            sentinels,
+            service_name,
+            timeout=timeout,
+            sentinel_kwargs=sentinel_kwargs,
+            max_connections=max_connections,
+            **kwargs,
         )
         store = cls(client, prefix=prefix, max_concurrency=max_connections)
         store.label = f"redis+sentinel://{service_name}"

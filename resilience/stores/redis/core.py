@@ -42,6 +42,7 @@ else:  # pragma: no cover - Python 3.10
     def _cancelling(task: asyncio.Task[Any]) -> int:
         return 0
 
+
 _SOURCES: dict[str, str] = {}
 
 
