@@ -114,6 +114,8 @@ class _WindowPolicy(PolicyBase):
 
     def _costs(self, cost: int | Mapping[str, int]) -> tuple[int, ...]:
         """Per-limit costs of a direct call: one int for every quota, or a mapping by name."""
+        if cost == 1 and type(cost) is int:  # the common case, validated once
+            return self._unit_costs
         if isinstance(cost, Mapping):
             unknown = set(cost) - {lim.name for lim in self._limits}
             if unknown:
@@ -143,8 +145,14 @@ class _WindowPolicy(PolicyBase):
         self, key: str | None = None, cost: int | Mapping[str, int] = 1
     ) -> Decision:
         """Admit ``cost`` units now, or refuse at once (nothing is recorded for a refusal)."""
-        r = await self.store.window_acquire(self._limits, key or "", self._costs(cost), -1)
-        return Decision(r.allowed, r.remaining, 0.0 if r.allowed else r.wait_us / 1e6)
+        allowed, remaining, wait_us, _ = await self.store.window_acquire(
+            self._limits, key or "", self._costs(cost), -1
+        )
+        return _decision((allowed, remaining, 0.0 if allowed else wait_us / 1e6))
+
+    @property
+    def _unit_costs(self) -> tuple[int, ...]:
+        return (1,) * len(self._limits)
 
     async def acquire(
         self,

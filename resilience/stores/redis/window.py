@@ -36,21 +36,21 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 class RedisWindow(RedisCore):
     """Exact sliding log with reservations (``lua/window_*.lua``)."""
 
-    _wkeys: dict[tuple[tuple[WindowLimit, ...], str], list[str]]
-
     def _window_keys(self, limits: Sequence[WindowLimit], key: str) -> list[str]:
-        cache: dict[tuple[tuple[WindowLimit, ...], str], list[str]] = self.__dict__.setdefault(
-            "_wkeys", {}
+        cache: dict[tuple[int, str], tuple[Sequence[WindowLimit], list[str]]] = (
+            self.__dict__.setdefault("_wkeys", {})
         )
-        ck = (tuple(limits), key)
-        keys = cache.get(ck)
-        if keys is None:
-            if len(cache) >= _KEY_CACHE_MAX:
-                cache.clear()
-            keys = []
-            for lim in limits:
-                keys.extend(window_keys(self.prefix, lim.name, key))
-            cache[ck] = keys
+        # By the identity of `limits` (a policy passes the same tuple on every call), checked
+        # against the cached object: cheaper than hashing the WindowLimit dataclasses.
+        hit = cache.get((id(limits), key))
+        if hit is not None and hit[0] is limits:
+            return hit[1]
+        if len(cache) >= _KEY_CACHE_MAX:
+            cache.clear()
+        keys: list[str] = []
+        for lim in limits:
+            keys.extend(window_keys(self.prefix, lim.name, key))
+        cache[(id(limits), key)] = (limits, keys)
         return keys
 
     async def window_acquire(
