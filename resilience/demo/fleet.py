@@ -29,7 +29,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -504,6 +504,21 @@ async def _watch(get_done: Callable[[], Awaitable[int]], total: int, progress: P
         await asyncio.sleep(0.1)
 
 
+@contextlib.asynccontextmanager
+async def _watching(
+    get_done: Callable[[], Awaitable[int]], total: int, progress: ProgressFn | None
+) -> AsyncIterator[None]:
+    """Report progress every 0.1 s while the body runs (nothing when ``progress`` is None)."""
+    watcher = asyncio.ensure_future(_watch(get_done, total, progress)) if progress else None
+    try:
+        yield
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
 async def _run_in_process(
     cfg: DemoConfig,
     mode: Mode,
@@ -520,19 +535,13 @@ async def _run_in_process(
     async def done() -> int:
         return queue.finished
 
-    watcher = asyncio.ensure_future(_watch(done, cfg.jobs, progress)) if progress else None
-    try:
+    async with _watching(done, cfg.jobs, progress):
         await asyncio.gather(
             *(
                 _worker_in_process(cfg, mode, url, queue, tally, store, run_id)
                 for _ in range(cfg.workers)
             )
         )
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
     if progress:
         progress(queue.finished, cfg.jobs)
 
@@ -559,20 +568,14 @@ async def _run_processes(
         async def done() -> int:
             return int(await client.get(f"{prefix}:done") or 0)
 
-        watcher = asyncio.ensure_future(_watch(done, cfg.jobs, progress)) if progress else None
         loop = asyncio.get_running_loop()
-        try:
+        async with _watching(done, cfg.jobs, progress):
             results = await asyncio.gather(
                 *(
                     loop.run_in_executor(pool, _process_entry, cfg, mode, url, prefix)
                     for _ in range(cfg.workers)
                 )
             )
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
         for r in results:
             tally.merge(r)
         if progress:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 __all__ = [
     "MAX_SECONDS",
+    "check_key",
     "check_name",
+    "check_store",
     "non_negative_seconds",
     "positive_int",
     "positive_seconds",
@@ -56,3 +59,21 @@ def check_name(name: object, param: str = "name") -> str:
     if not name:
         raise ValueError(f"{param} must not be empty")
     return name
+
+
+def check_key(key: object) -> None:
+    """A policy's ``key`` option: ``None``, a str, or a callable over the call's arguments."""
+    if key is not None and not (isinstance(key, str) or callable(key)):
+        raise TypeError("key must be a str or a callable over the call's arguments")
+
+
+def check_store(store: object, operation: str) -> Any:
+    """A policy's ``store`` option: the process-wide memory store when ``None``, else an object
+    implementing the store protocol (checked by its ``operation`` method)."""
+    if store is None:
+        from resilience.stores.memory import default_store
+
+        return default_store()
+    if not callable(getattr(store, operation, None)):
+        raise TypeError(f"store must implement the Store protocol, got {type(store).__name__}")
+    return store

@@ -54,7 +54,9 @@ from resilience.errors import CircuitOpen, ResilienceError
 from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
 from resilience.policies._validate import (
     MAX_SECONDS,
+    check_key,
     check_name,
+    check_store,
     non_negative_seconds,
     positive_int,
     positive_seconds,
@@ -62,7 +64,7 @@ from resilience.policies._validate import (
 from resilience.stores.base import BreakerOutcomeName, BreakerReply, BreakerSpec, Store
 from resilience.stores.fallback import FallbackMode, with_fallback
 from resilience.stores.keys import breaker_tag
-from resilience.stores.memory import MemoryStore, default_store
+from resilience.stores.memory import MemoryStore
 
 __all__ = [
     "DEFAULT_STATE_REFRESH",
@@ -257,17 +259,12 @@ class CircuitBreaker(PolicyBase):
         self.name = check_name(name)
         self.half_open_max_calls = positive_int("half_open_max_calls", half_open_max_calls)
         self.success_threshold = positive_int("success_threshold", success_threshold)
-        if store is None:
-            store = default_store()
-        elif not callable(getattr(store, "breaker_acquire", None)):
-            raise TypeError(f"store must implement the Store protocol, got {type(store).__name__}")
-        self.store: Store = with_fallback(store, fallback)
+        self.store: Store = with_fallback(check_store(store, "breaker_acquire"), fallback)
         self._failure_on = _check_failure_on(failure_on)
         if failure_if_result is not None and not callable(failure_if_result):
             raise TypeError("failure_if_result must be a predicate over the result")
         self._failure_if_result = failure_if_result
-        if key is not None and not (isinstance(key, str) or callable(key)):
-            raise TypeError("key must be a str or a callable over the call's arguments")
+        check_key(key)
         self._key = key
         if max_break_duration is None:
             self.max_break_duration = self.break_duration
@@ -283,7 +280,7 @@ class CircuitBreaker(PolicyBase):
             if probe_lease is None
             else positive_seconds("probe_lease", probe_lease)
         )
-        local = isinstance(store, MemoryStore)
+        local = isinstance(self.store, MemoryStore)
         if state_refresh is None:
             self.state_refresh = 0.0 if local else DEFAULT_STATE_REFRESH
         else:

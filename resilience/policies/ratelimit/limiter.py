@@ -35,14 +35,15 @@ from resilience.errors import RateLimited, ResilienceError
 from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
 from resilience.policies._validate import (
     MAX_SECONDS,
+    check_key,
     check_name,
+    check_store,
     non_negative_seconds,
     positive_int,
     positive_seconds,
 )
 from resilience.stores.base import Store, WindowLimit
 from resilience.stores.fallback import FallbackMode, with_fallback
-from resilience.stores.memory import default_store
 
 __all__ = ["DEFAULT_GUARD", "AllOf", "Decision", "SlidingWindowLimiter", "all_of"]
 
@@ -85,14 +86,6 @@ def _static(specs: tuple[CostSpec, ...]) -> tuple[int, ...] | None:
     if all(isinstance(c, int) for c in specs):
         return specs  # type: ignore[return-value]
     return None
-
-
-def _check_store(store: object) -> Store:
-    if store is None:
-        return default_store()
-    if not callable(getattr(store, "window_acquire", None)):
-        raise TypeError(f"store must implement the Store protocol, got {type(store).__name__}")
-    return store  # type: ignore[return-value]
 
 
 def _check_cost_spec(cost: object) -> CostSpec:
@@ -302,9 +295,8 @@ class SlidingWindowLimiter(_WindowPolicy):
         self.window = positive_seconds("window", window)
         self.guard = DEFAULT_GUARD if guard is None else non_negative_seconds("guard", guard)
         self.name = check_name(name)
-        self.store = with_fallback(_check_store(store), fallback)
-        if key is not None and not (isinstance(key, str) or callable(key)):
-            raise TypeError("key must be a str or a callable over the call's arguments")
+        self.store = with_fallback(check_store(store, "window_acquire"), fallback)
+        check_key(key)
         self._key = key
         self.cost = _check_cost_spec(cost)
         if isinstance(self.cost, int) and self.cost > self.limit:
@@ -350,8 +342,7 @@ class AllOf(_WindowPolicy):
         self._limits = tuple(lim._limits[0] for lim in limiters)
         self._cost_specs = tuple(lim.cost for lim in limiters)
         self._static_costs = _static(self._cost_specs)
-        if key is not None and not (isinstance(key, str) or callable(key)):
-            raise TypeError("key must be a str or a callable over the call's arguments")
+        check_key(key)
         self._key = key
         self._timeout = None if timeout is None else non_negative_seconds("timeout", timeout)
 

@@ -27,9 +27,8 @@ import logging
 import math
 
 from resilience.errors import ResilienceError
-from resilience.policies._validate import check_name
+from resilience.policies._validate import check_name, check_store
 from resilience.stores.base import BudgetResult, Store
-from resilience.stores.memory import default_store
 
 __all__ = ["FLUSH_INTERVAL", "WINDOW", "RetryBudget"]
 
@@ -85,11 +84,7 @@ class RetryBudget:
     ) -> None:
         self.ratio = _non_negative("ratio", ratio)
         self.min_per_second = _non_negative("min_per_second", min_per_second)
-        if store is None:
-            store = default_store()
-        elif not callable(getattr(store, "budget_withdraw", None)):
-            raise TypeError(f"store must implement the Store protocol, got {type(store).__name__}")
-        self.store: Store = store
+        self.store: Store = check_store(store, "budget_withdraw")
         self.name = check_name(name)
         self._ratio_ppm = round(self.ratio * 1_000_000)
         self._reserve = math.floor(self.min_per_second * WINDOW)

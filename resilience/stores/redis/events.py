@@ -27,6 +27,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 
 from resilience.stores.base import BreakerEventCallback
+from resilience.stores.redis.core import as_str
 
 __all__ = ["BreakerEvents", "events_for", "stop_events"]
 
@@ -37,10 +38,6 @@ BACKOFF_MAX = 2.0
 # A blocking read is polled: redis-py's PubSub read can swallow a cancellation (the task then
 # waits on the socket again), so the task also checks a stop flag this often.
 POLL = 0.25
-
-
-def _as_str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class BreakerEvents:
@@ -141,9 +138,9 @@ class BreakerEvents:
                     msg = await ps.get_message(timeout=POLL)
                     if msg is None:
                         continue
-                    kind = _as_str(msg.get("type"))
+                    kind = as_str(msg.get("type"))
                     if kind == "message":
-                        self._dispatch(_as_str(msg["data"]))
+                        self._dispatch(as_str(msg["data"]))
                     elif kind == "subscribe":
                         # (Re)established, here or by redis-py's own reconnect: anything
                         # published meanwhile was lost.
