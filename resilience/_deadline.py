@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ["await_bounded", "run_bounded"]
+__all__ = ["arm", "await_bounded", "disarm", "expired", "run_bounded"]
 
 T = TypeVar("T")
 
@@ -122,17 +122,44 @@ async def await_bounded(aw: Awaitable[T], deadline: float) -> T:
     task = _current_task()
     if task is None:  # pragma: no cover - not inside a task
         raise RuntimeError("a deadline needs a running asyncio task")
-    dog = _watchdog(task.get_loop())
-    entry = dog.add(deadline, task)
+    entry = arm(deadline, task)
     try:
         return await aw
     except asyncio.CancelledError as exc:
-        if entry[3] == _FIRED and _uncancel(task):
+        if expired(entry):
             raise TimeoutError("deadline reached during the attempt") from exc
         raise
     finally:
-        if entry[3] == _ACTIVE:
-            dog.done(entry)
+        disarm(entry)
+
+
+def arm(deadline: float, task: asyncio.Task[Any]) -> list[Any]:
+    """Have ``task`` (the current one) cancelled at ``deadline``; return the handle for
+    :func:`disarm`.
+
+    The inline form of :func:`await_bounded` for hot paths that would otherwise wrap a
+    coroutine in another: ``entry = arm(d, task)``, then ``try: await ... except
+    CancelledError: if expired(entry): <timed out> ... finally: disarm(entry)``.
+    """
+    dog = _watchdog(task.get_loop())
+    entry = dog.add(deadline, task)
+    entry.append(dog)
+    return entry
+
+
+def expired(entry: list[Any]) -> bool:
+    """Whether the ``CancelledError`` being handled came from ``entry``'s deadline alone.
+
+    True turns it into a timeout (``Task.uncancel`` on 3.11+, as ``asyncio.timeout`` does);
+    false means someone else cancelled the task too, and the cancellation must propagate.
+    """
+    return entry[3] == _FIRED and _uncancel(entry[2])
+
+
+def disarm(entry: list[Any]) -> None:
+    """The bounded section is over (whichever way): forget ``entry``."""
+    if entry[3] == _ACTIVE:
+        entry[4].done(entry)
 
 
 if sys.version_info >= (3, 11):

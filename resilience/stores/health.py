@@ -31,8 +31,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from redis.exceptions import (
     ClusterError,
@@ -44,7 +44,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resilience import telemetry
-from resilience._deadline import await_bounded
 from resilience.errors import StoreUnavailable
 
 __all__ = [
@@ -58,8 +57,6 @@ __all__ = [
     "redact",
 ]
 
-T = TypeVar("T")
-_monotonic = time.monotonic
 logger = logging.getLogger("resilience")
 
 #: First probe delay after a failure (seconds, before jitter).
@@ -154,41 +151,49 @@ class StoreHealth:
         if self.degraded and (self._probing or self._clock() < self._next_probe):
             raise self._fail_fast()
 
-    async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-        """Await ``fn(*args)`` within the timeout, unless the store is degraded (fail fast).
+    # The call protocol (the Redis store's ``_eval`` runs it inline, on every decision):
+    #     probe = health.enter()
+    #     try: <the call, bounded by health.timeout>
+    #     except StoreUnavailable as exc: raise health.failed(exc, probe) from exc.__cause__
+    #     except <our deadline>: raise health.timed_out() from None
+    #     except BaseException: health.abandoned(probe); raise
+    #     health.succeeded()
 
-        ``fn`` raises :class:`StoreUnavailable` (with the redis error as ``__cause__``) or
-        returns; this method re-raises a :class:`StoreUnavailable` whose message is redacted.
-        """
-        probe = False
-        if self.degraded:
-            if self._probing or self._clock() < self._next_probe:
-                raise self._fail_fast()
-            self._probing = probe = True
-        try:
-            result = await await_bounded(fn(*args), _monotonic() + self.timeout)
-        except StoreUnavailable as exc:
-            cause = exc.__cause__
-            if cause is None or is_outage(cause):
-                self._on_failure(cause)
-            elif probe:
-                # Redis answered (with an error unrelated to availability): it is up.
-                self._on_success()
-            raise StoreUnavailable(redact(str(exc), self.secrets)) from cause
-        except TimeoutError as exc:
-            # Our own deadline: the call was cancelled (redis-py drops that connection).
-            self._on_failure(exc)
-            raise StoreUnavailable(
-                f"store {self.label} did not answer within {self.timeout:.3f}s"
-            ) from None
-        except BaseException:
-            # Cancelled by the caller: says nothing about Redis.
-            if probe:
-                self._probing = False
-            raise
+    def enter(self) -> bool:
+        """Before a call: fail fast while degraded and no probe is due (raise
+        :class:`StoreUnavailable`); otherwise return whether this call is the probe."""
+        if not self.degraded:
+            return False
+        if self._probing or self._clock() < self._next_probe:
+            raise self._fail_fast()
+        self._probing = True
+        return True
+
+    def failed(self, exc: StoreUnavailable, probe: bool) -> StoreUnavailable:
+        """The call failed with ``exc`` (its ``__cause__`` the redis error): record an outage,
+        and return the exception to raise, its message redacted."""
+        cause = exc.__cause__
+        if cause is None or is_outage(cause):
+            self._on_failure(cause)
+        elif probe:
+            # Redis answered (with an error unrelated to availability): it is up.
+            self._on_success()
+        return StoreUnavailable(redact(str(exc), self.secrets))
+
+    def timed_out(self) -> StoreUnavailable:
+        """The call was cancelled at the timeout (redis-py drops that connection): an outage."""
+        self._on_failure(None)
+        return StoreUnavailable(f"store {self.label} did not answer within {self.timeout:.3f}s")
+
+    def abandoned(self, probe: bool) -> None:
+        """The caller was cancelled: says nothing about Redis (a probe is due again)."""
+        if probe:
+            self._probing = False
+
+    def succeeded(self) -> None:
+        """Redis answered."""
         if self.degraded:
             self._on_success()
-        return result
 
     def _on_failure(self, cause: BaseException | None) -> None:
         self._probing = False

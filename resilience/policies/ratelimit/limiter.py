@@ -24,6 +24,7 @@ Semantics (the same on every store):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -143,7 +144,7 @@ class _WindowPolicy(PolicyBase):
         )
         return _decision((allowed, remaining, 0.0 if allowed else wait_us / 1e6))
 
-    @property
+    @functools.cached_property
     def _unit_costs(self) -> tuple[int, ...]:
         return (1,) * len(self._limits)
 

@@ -4,8 +4,10 @@
 local removed = 0
 for i = 1, #KEYS / 2 do
   local w = tonumber(ARGV[i + 1])
-  if redis.call('ZREM', KEYS[2 * i - 1], ARGV[1] .. ':' .. w) == 1 then
-    redis.call('HINCRBY', KEYS[2 * i], 'w', -w)
+  local member = ARGV[1]
+  if w > 1 then member = member .. ':' .. w end
+  if redis.call('ZREM', KEYS[2 * i - 1], member) == 1 then
+    if w > 1 then redis.call('HINCRBY', KEYS[2 * i], 'x', 1 - w) end
     removed = removed + 1
   end
 end

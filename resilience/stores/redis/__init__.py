@@ -109,6 +109,9 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
                 **{**url_kwargs, **kwargs},
             )
         kwargs.setdefault("socket_connect_timeout", timeout)
+        # redis-py 8 defaults to a 5 s per-read timeout: each send then runs in a task of its
+        # own (``asyncio.wait_for``) and each read under a timer. The watchdog bounds the call.
+        kwargs.setdefault("socket_timeout", None)
         if cluster:
             client: aioredis.Redis | RedisCluster = RedisCluster.from_url(
                 url, max_connections=max_connections, **kwargs

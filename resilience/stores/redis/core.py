@@ -16,7 +16,8 @@ import itertools
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from importlib import resources
 from typing import Any
 
@@ -24,12 +25,16 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
+from resilience._deadline import arm, disarm, expired
+from resilience._gate import Gate
 from resilience.errors import StoreUnavailable
 from resilience.stores.health import health_of
+from resilience.stores.redis.wire import Wire
 
 __all__ = ["RedisCore", "lua_source"]
 
 _HAS_CANCELLING = sys.version_info >= (3, 11)  # Task.cancelling()
+_Eval = Callable[[Any, str, Sequence[str], Sequence[Any]], Coroutine[Any, Any, Any]]
 _current_task = asyncio.current_task
 
 if sys.version_info >= (3, 11):
@@ -44,6 +49,28 @@ else:  # pragma: no cover - Python 3.10
 
 
 _SOURCES: dict[str, str] = {}
+_monotonic = time.monotonic
+
+
+def _keeps_cancellations(fn: _Eval) -> _Eval:
+    """On Python 3.10 (no ``Task.cancelling()``), run ``fn`` in a shielded task: when the
+    caller is cancelled, the in-flight call finishes first, then the cancellation propagates
+    (see ``RedisCore._eval``). On 3.11+ ``fn`` compares the task's cancelling count itself."""
+    if _HAS_CANCELLING:
+        return fn
+
+    async def shielded(  # pragma: no cover - Python 3.10
+        self: Any, name: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        inner = asyncio.ensure_future(fn(self, name, keys, args))
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(inner)
+            raise
+
+    return shielded  # pragma: no cover - Python 3.10
 
 
 def lua_source(name: str) -> str:
@@ -125,14 +152,17 @@ class RedisCore:
         self.label = _label(client)
         self._scripts: dict[str, str] = {}  # script name -> SHA1 of its source
         self._max_concurrency = max_concurrency
-        self._sem: asyncio.Semaphore | None = (
-            asyncio.Semaphore(max_concurrency) if max_concurrency else None
-        )
+        self._gate: Gate | None = Gate(max_concurrency) if max_concurrency else None
         # redis-py's async RedisCluster breaks connections ("'NoneType' object has no attribute
         # 'writelines'", an AttributeError) when a burst of commands races its lazy topology
         # discovery: the first call initializes it alone (see _init_cluster).
         self._cluster_pending = isinstance(client, RedisCluster)
         self._init_lock = asyncio.Lock()
+        # Standalone clients: commands go straight onto redis-py connections (see wire.py),
+        # the store's own ones when it bounds how many are in flight.
+        self._wire: Wire | None = (
+            Wire(client, keep=self._gate is not None) if Wire.supports(client) else None
+        )
 
     def __repr__(self) -> str:
         return f"RedisStore({self.label!r}, prefix={self.prefix!r})"
@@ -143,6 +173,7 @@ class RedisCore:
             sha = self._scripts[name] = hashlib.sha1(lua_source(name).encode()).hexdigest()
         return sha
 
+    @_keeps_cancellations
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run script ``name`` within the store's timeout; fail fast while degraded.
 
@@ -160,44 +191,57 @@ class RedisCore:
         """
         task = _current_task()
         if task is None:  # pragma: no cover - not inside a task
-            return await self._eval_bounded(name, keys, args)
-        if _HAS_CANCELLING:
-            before = _cancelling(task)
-            result = await self._eval_bounded(name, keys, args)
-            if _cancelling(task) > before:
-                raise asyncio.CancelledError
-            return result
-        inner = asyncio.ensure_future(self._eval_bounded(name, keys, args))  # pragma: no cover
-        try:  # pragma: no cover - Python 3.10
-            return await asyncio.shield(inner)
-        except asyncio.CancelledError:  # pragma: no cover - Python 3.10
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(inner)
-            raise
-
-    async def _eval_bounded(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+            raise RuntimeError("a store call needs a running asyncio task")
+        before = _cancelling(task)
         health = health_of(self)
-        sem = self._sem
-        if sem is None:
-            return await health.call(self._eval_direct, name, keys, args)
-        health.check()
-        await sem.acquire()
+        gate = self._gate
+        if gate is not None and not gate.try_enter():
+            health.check()  # fail fast instead of queueing while degraded
+            await gate.enter()
         try:
-            return await health.call(self._eval_direct, name, keys, args)
+            # The health protocol (see stores/health.py) and the store's deadline, inline: this
+            # runs on every decision, and each wrapping coroutine costs the hot path.
+            probe = health.enter()
+            entry = arm(_monotonic() + health.timeout, task)
+            try:
+                result = await self._script(name, keys, args)
+            except StoreUnavailable as exc:
+                raise health.failed(exc, probe) from exc.__cause__
+            except asyncio.CancelledError:
+                if expired(entry):
+                    raise health.timed_out() from None
+                health.abandoned(probe)
+                raise
+            except BaseException:
+                health.abandoned(probe)
+                raise
+            finally:
+                disarm(entry)
         finally:
-            sem.release()
+            if gate is not None:
+                gate.leave()
+        health.succeeded()
+        if _cancelling(task) > before:
+            raise asyncio.CancelledError
+        return result
 
-    async def _eval_direct(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run script ``name``; any Redis failure becomes :class:`StoreUnavailable`."""
         sha = self._sha(name)
+        wire = self._wire
         try:
+            # On NOSCRIPT (the server lost its script cache: restart, SCRIPT FLUSH, failover)
+            # EVAL runs the source and caches it again, in one round trip.
+            if wire is not None:
+                try:
+                    return await wire.evalsha(sha, keys, args)
+                except NoScriptError:
+                    return await wire.eval(lua_source(name), keys, args)
             if self._cluster_pending:
                 await self._init_cluster()
             try:
                 return await self.client.evalsha(sha, len(keys), *keys, *args)
             except NoScriptError:
-                # The server lost its script cache (restart, SCRIPT FLUSH, failover): EVAL runs
-                # the source and caches it again, in one round trip.
                 return await self.client.eval(lua_source(name), len(keys), *keys, *args)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             raise StoreUnavailable(
@@ -223,6 +267,8 @@ class RedisCore:
 
     async def aclose(self) -> None:
         """Close the underlying client (and its connection pool)."""
+        if self._wire is not None:
+            await self._wire.aclose()
         await self.client.aclose()
 
 

@@ -37,9 +37,11 @@ class RedisWindow(RedisCore):
     """Exact sliding log with reservations (``lua/window_*.lua``)."""
 
     def _window_keys(self, limits: Sequence[WindowLimit], key: str) -> list[str]:
-        cache: dict[tuple[int, str], tuple[Sequence[WindowLimit], list[str]]] = (
-            self.__dict__.setdefault("_wkeys", {})
+        cache: dict[tuple[int, str], tuple[Sequence[WindowLimit], list[str]]] | None = (
+            self.__dict__.get("_wkeys")
         )
+        if cache is None:
+            cache = self.__dict__["_wkeys"] = {}
         # By the identity of `limits` (a policy passes the same tuple on every call), checked
         # against the cached object: cheaper than hashing the WindowLimit dataclasses.
         hit = cache.get((id(limits), key))
@@ -64,13 +66,11 @@ class RedisWindow(RedisCore):
         token = nonce()
         if len(limits) == 1:
             lim = limits[0]
-            spec = f"{lim.limit} {lim.window_us} {costs[0]}"
+            args: tuple[int | str, ...] = (max_wait_us, token, lim.limit, lim.window_us, costs[0])
         else:
-            spec = " ".join(
-                f"{lim.limit} {lim.window_us} {cost}"
-                for lim, cost in zip(limits, costs, strict=True)
-            )
-        args = (max_wait_us, token, spec)
+            args = (max_wait_us, token)
+            for lim, cost in zip(limits, costs, strict=True):
+                args += (lim.limit, lim.window_us, cost)
         keys = self._window_keys(limits, key)
         try:
             r = await self._eval("window_acquire", keys, args)

@@ -1,0 +1,195 @@
+"""The store's command path: redis-py's connections, without the client's per-command machinery.
+
+A decision of the Redis store is one ``EVALSHA``, so the cost of sending one command is the
+store's cost. redis-py 8's ``Redis.execute_command`` does much more per command than write it
+and read the reply: a pool lock to take a connection and another to return it, observability
+hooks (two more awaits), a retry closure, an event dispatch. Measured on loopback, that
+machinery costs about as much client time as everything else in the round trip: with 16 or more
+concurrent callers, sending ``EVALSHA`` the way below runs about 1.7 times as many commands per
+second as ``client.evalsha`` (``benchmarks/limiter.py``, ``docs/benchmarks.md``).
+
+So :class:`Wire` sends on a redis-py connection directly, and leaves every protocol detail to
+redis-py:
+
+- The connection writes the command and ``read_response`` parses the reply (decoded or not, as
+  the client is set up); a ``-NOSCRIPT`` reply raises redis-py's ``NoScriptError`` as before.
+  The one thing done here is framing the hot command, ``EVALSHA``: its head (script and keys)
+  is packed once and kept, and the few arguments of each call (ints and ASCII tokens) are
+  framed as bulk strings; that takes a fifth of the time of redis-py's general
+  ``pack_command``, which packs every other command.
+- redis-py disconnects a connection whose reply was not read (an error, a cancellation in
+  flight, our watchdog's deadline), and reconnects it on its next use: no reply is ever
+  delivered to the wrong caller.
+- Connections: when the store bounds its concurrency (``max_concurrency``, the default for
+  ``RedisStore.from_url``, ``from_sentinel`` and clients with redis-py's default pool), it
+  keeps connections of its own on a stack, made by the client's pool (``make_connection``:
+  same address, credentials, TLS, Sentinel master lookup) but not counted in it, so the
+  application's own commands on the client never find the pool exhausted by the store.
+  There are never more than ``max_concurrency`` of them, since that many calls at most are
+  in flight. Without a bound (a ``BlockingConnectionPool``, which queues by itself) every
+  call takes a connection from the client's pool and gives it back, as redis-py does.
+- A connection-level failure (``ConnectionError``, ``TimeoutError``, ``OSError``: a stale
+  connection after a server restart, a failover, an idle timeout) returns the connection to
+  the pool and repeats the command once through ``client.execute_command``, that is, under
+  the client's own retry policy, exactly as if the store had used the client from the start.
+  A failure there is the store's failure (see :mod:`resilience.stores.health`).
+- After ``fork()`` the child never uses the parent's connections.
+
+``RedisCluster`` clients and single-connection clients keep the client's own path (no
+:class:`Wire`): the cluster routes each command to a node and follows redirections. Neither do
+the store's commands pass through ``execute_command`` hooks (an instrumentation that patches
+it sees no ``EVALSHA`` from the store; the store's own telemetry reports its decisions).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeGuard
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = ["Wire"]
+
+_HEADS_MAX = 10_000  # packed command heads kept per wire (script and keys)
+
+_CONNECTION_FAILURES = (RedisConnectionError, RedisTimeoutError, OSError)
+
+_forks = [0]  # bumped in a child after fork(): its wires drop the parent's connections
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+
+
+class Wire:
+    """Send commands on redis-py connections of ``client``'s pool (see the module docs).
+
+    Args:
+        client: a standalone ``redis.asyncio.Redis`` (not single-connection).
+        keep: keep connections of the wire's own (the caller bounds how many commands are in
+            flight); otherwise take each from the client's pool and return it.
+    """
+
+    __slots__ = ("_encoding", "_errors", "_forks", "_heads", "_idle", "client", "keep", "pool")
+
+    def __init__(self, client: aioredis.Redis, *, keep: bool = False) -> None:
+        self.client = client
+        self.pool = client.connection_pool
+        self.keep = keep
+        self._idle: list[AbstractConnection] = []
+        self._forks = _forks[0]
+        kwargs = self.pool.connection_kwargs
+        self._encoding: str = kwargs.get("encoding", "utf-8")
+        self._errors: str = kwargs.get("encoding_errors", "strict")
+        self._heads: dict[tuple[str, ...], bytes] = {}
+
+    @staticmethod
+    def supports(client: object) -> TypeGuard[aioredis.Redis]:
+        """Whether ``client`` can be driven this way (a standalone, pooled ``Redis``)."""
+        return isinstance(client, aioredis.Redis) and not client.single_connection_client
+
+    def evalsha(
+        self, sha: str, keys: Sequence[str], args: Sequence[int | str]
+    ) -> Coroutine[Any, Any, Any]:
+        """``EVALSHA sha len(keys) *keys *args``; its reply (a plain function returning the
+        round trip's coroutine: no extra coroutine frame on the hot path)."""
+        return self._roundtrip(self.pack_evalsha(sha, keys, args), "EVALSHA", sha, keys, args)
+
+    def eval(
+        self, source: str, keys: Sequence[str], args: Sequence[int | str]
+    ) -> Coroutine[Any, Any, Any]:
+        """``EVAL source len(keys) *keys *args`` (packed by redis-py); its reply."""
+        return self._roundtrip(None, "EVAL", source, keys, args)
+
+    def pack_evalsha(self, sha: str, keys: Sequence[str], args: Sequence[int | str]) -> bytes:
+        """``EVALSHA sha len(keys) *keys *args`` in the protocol, ready to write.
+
+        The same bytes as redis-py's ``pack_command`` (tested), built faster: the part up to
+        the last key is packed once per script and keys and kept; the arguments (ints and
+        ASCII tokens, a few per call) are framed directly.
+        """
+        head_key = (sha, *keys)
+        head = self._heads.get(head_key)
+        if head is None:
+            if len(self._heads) >= _HEADS_MAX:
+                self._heads.clear()
+            enc, errors = self._encoding, self._errors
+            head = self._heads[head_key] = b"".join(
+                [_bulk(b"EVALSHA"), _bulk(sha.encode(enc, errors)), _bulk(b"%d" % len(keys))]
+                + [_bulk(k.encode(enc, errors)) for k in keys]
+            )
+        out = [b"*%d\r\n" % (3 + len(keys) + len(args)), head]
+        enc, errors = self._encoding, self._errors
+        for a in args:
+            b = b"%d" % a if type(a) is int else a.encode(enc, errors)  # type: ignore[union-attr]
+            out.append(b"$%d\r\n%b\r\n" % (len(b), b))
+        return b"".join(out)
+
+    async def _roundtrip(
+        self,
+        packed: bytes | None,
+        verb: str,
+        script: str,
+        keys: Sequence[str],
+        args: Sequence[int | str],
+    ) -> Any:
+        """Send ``verb script len(keys) *keys *args`` (``packed``, or packed here by redis-py)
+        and return the reply."""
+        if self._forks != _forks[0]:
+            self._idle = []  # the parent's sockets: never read or write them here
+            self._forks = _forks[0]
+        idle = self._idle
+        pool = self.pool
+        keep = self.keep
+        if idle:
+            conn = idle.pop()
+        else:
+            conn = (
+                pool.make_connection()  # type: ignore[no-untyped-call]
+                if keep
+                else await pool.get_connection()  # type: ignore[no-untyped-call]
+            )
+        try:
+            data: bytes | list[bytes] = (
+                conn.pack_command(verb, script, len(keys), *keys, *args)
+                if packed is None
+                else packed
+            )
+            await conn.send_packed_command(data, check_health=False)
+            reply = await conn.read_response()
+        except _CONNECTION_FAILURES:
+            # redis-py has disconnected `conn` (it reconnects on its next use). The command
+            # is repeated once under the client's own retry policy.
+            if keep:
+                idle.append(conn)
+            else:
+                await pool.release(conn)
+            return await self.client.execute_command(  # type: ignore[no-untyped-call]
+                verb, script, len(keys), *keys, *args
+            )
+        except BaseException:
+            # A reply error (NOSCRIPT...) leaves the connection clean; a cancellation in
+            # flight has made redis-py disconnect it. Either way it can be used again.
+            if keep:
+                idle.append(conn)
+            else:
+                await pool.release(conn)
+            raise
+        if keep:
+            idle.append(conn)
+        else:
+            await pool.release(conn)
+        return reply
+
+    async def aclose(self) -> None:
+        """Disconnect the wire's own connections (the client closes its pool itself)."""
+        idle, self._idle = self._idle, []
+        if self._forks == _forks[0]:
+            for conn in idle:
+                await conn.disconnect()
+
+
+def _bulk(b: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(b), b)
