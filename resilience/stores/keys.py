@@ -13,7 +13,7 @@ distinct tokens, so no key can break hash-tagging or collide with another name's
 Key layout (``P`` is the store's prefix)::
 
     P:{rl:<key>}:<name>        rate-limiter log (zset)
-    P:{rl:<key>}:<name>:m      rate-limiter meta (hash: total weight, penalty end, expiry)
+    P:{rl:<key>}:<name>:m      rate-limiter meta (hash: extra weight, penalty end, expiry)
     P:{rl:<key>}:<name>:p      deciders sharing that quota (zset; local fallback's share)
     P:{rb:<name>}              retry budget (hash: per-second request/retry buckets)
     P:{cb:<name>:<key>}:s      circuit breaker state (hash), :f failures (zset), :p leases

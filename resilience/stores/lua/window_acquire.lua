@@ -7,7 +7,9 @@
 --                                            e = when both keys expire, in us)
 -- ARGV: max_wait_us (< 0: no reservation), nonce,
 --       then for each limit i: limit_i, window_us_i, cost_i
--- Returns the string "allowed remaining wait_us" (allowed: 0/1; one bulk reply, not an array)
+-- Returns, admitted now: the integer `remaining` (the hot path: the cheapest reply to build and
+-- to parse); otherwise the string "allowed remaining wait_us" (allowed: 0/1; one bulk reply,
+-- not an array): a refusal, or an admission into a reserved slot `wait_us` ahead.
 --
 -- Clock: Redis TIME only. Times are integer microseconds (exact in Lua's doubles); they are
 -- passed to redis.call as numbers, which Redis converts without losing digits (unlike Lua's
@@ -127,4 +129,5 @@ for i = 1, nlimits do
     if redis.call('PTTL', m) < ttl then redis.call('PEXPIRE', m, ttl) end
   end
 end
+if wait == 0 then return math.max(remaining, 0) end -- admitted now: an integer reply
 return string.format('1 %d %d', math.max(remaining, 0), wait)

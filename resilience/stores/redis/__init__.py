@@ -44,8 +44,11 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
             queue. Default: the client's pool size when its pool would *fail* instead of
             queueing (redis-py's default ``ConnectionPool`` raises "Too many connections";
             a ``RedisCluster`` node's pool raises ``MaxConnectionsError``), otherwise
-            unbounded (a ``BlockingConnectionPool`` queues by itself). If the application
-            shares the client for its own commands, pass a smaller value.
+            unbounded (a ``BlockingConnectionPool`` queues by itself). With a bound and a
+            standalone client, the store sends on up to that many connections of its own,
+            made with the client's settings, so the application's commands on the same
+            client never find its pool exhausted by the store (see
+            :mod:`resilience.stores.redis.wire`).
 
     Failures (connection refused, timeout, failover in progress) raise
     :class:`resilience.StoreUnavailable`; no ``redis`` exception type reaches the caller.
@@ -89,8 +92,9 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
         ``timeout``). At most ``max_connections`` commands are in flight: a larger burst of
         callers queues for a connection on the store (that wait is not part of the timeout)
         instead of failing with redis-py's "Too many connections". The client is left without
-        a per-read ``socket_timeout``: the watchdog already bounds the whole call, more cheaply
-        than redis-py's per-read timers (a task per send on Python 3.11). ``cluster=True``
+        a per-read ``socket_timeout`` (redis-py 8 defaults to 5 s): the watchdog already bounds
+        the whole call, more cheaply than redis-py's per-read timers (a task per send on
+        Python 3.11). ``cluster=True``
         builds a ``RedisCluster`` from the URL's node. Other keyword arguments go to the
         client.
         """

@@ -80,8 +80,10 @@ class RedisWindow(RedisCore):
             # will never use that entry: remove it, best effort.
             await _shielded(self._eval("window_release", keys, [token, *costs]))
             raise
+        if type(r) is int:  # admitted now
+            return _result((True, r, 0, token))
         allowed, remaining, wait = r.split()
-        return _result((allowed in (b"1", "1"), max(int(remaining), 0), int(wait), token))
+        return _result((allowed in (b"1", "1"), int(remaining), int(wait), token))
 
     async def window_release(
         self, limits: Sequence[WindowLimit], key: str, costs: Sequence[int], token: str
