@@ -24,7 +24,15 @@ def make_certs(directory: str) -> dict[str, str]:
     csr = os.path.join(directory, "server.csr")
     ext = os.path.join(directory, "ext.cnf")
     with open(ext, "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        # Python 3.13's default context verifies strictly (VERIFY_X509_STRICT): the server
+        # certificate needs an authority key identifier besides its names, the CA a key usage.
+        f.write(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+            "authorityKeyIdentifier=keyid,issuer\n"
+            "basicConstraints=CA:FALSE\n"
+            "keyUsage=digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth\n"
+        )
 
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
@@ -39,6 +47,8 @@ def make_certs(directory: str) -> dict[str, str]:
         "2",
         "-subj",
         "/CN=test-ca",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
         "-keyout",
         p["ca_key"],
         "-out",

@@ -247,12 +247,13 @@ class RedisCore:
             raise StoreUnavailable(
                 f"store {self.label} failed: {type(exc).__name__}: {exc}"
             ) from exc
-        except AttributeError as exc:
+        except (AttributeError, TypeError) as exc:
             # Cluster failover: after a connection error redis-py's async RedisCluster (8.1)
             # refreshes its topology on the next command while other commands are in flight,
             # and closes connections under them ("'NoneType' object has no attribute
-            # 'writelines'"). The cluster is up, so this is not an outage (the store is not
-            # degraded): this one call falls back and the next uses the new topology.
+            # 'writelines'"; on Python 3.12 also "'NoneType' object is not callable"). The
+            # cluster is up, so this is not an outage (the store is not degraded): this one
+            # call falls back and the next uses the new topology.
             if not isinstance(self.client, RedisCluster):
                 raise
             raise StoreUnavailable(
