@@ -125,7 +125,7 @@ async def test_connections_killed_by_the_server_are_replaced_without_an_outage(
     await store.aclose()
 
 
-def _child(url: str, prefix: str, conn_ids: list[int], out: Any) -> None:
+def _child(conn_ids: list[int], out: Any) -> None:
     async def main() -> tuple[bool, bool]:
         d = await _STORE[0].window_acquire(_LIM[0]._limits, "", (1,), -1)
         wire = _STORE[0]._wire
@@ -152,7 +152,7 @@ async def test_a_forked_child_never_uses_the_parents_connections(
     _STORE[:] = [store]
     _LIM[:] = [lim]
     out = ctx.Queue()
-    p = ctx.Process(target=_child, args=(redis_server.url, prefix, parent_conns, out))
+    p = ctx.Process(target=_child, args=(parent_conns, out))
     p.start()
     allowed, fresh = out.get(timeout=30)
     p.join(10)

@@ -110,18 +110,17 @@ class Wire:
         the last key is packed once per script and keys and kept; the arguments (ints and
         ASCII tokens, a few per call) are framed directly.
         """
+        enc, errors = self._encoding, self._errors
         head_key = (sha, *keys)
         head = self._heads.get(head_key)
         if head is None:
             if len(self._heads) >= _HEADS_MAX:
                 self._heads.clear()
-            enc, errors = self._encoding, self._errors
             head = self._heads[head_key] = b"".join(
                 [_bulk(b"EVALSHA"), _bulk(sha.encode(enc, errors)), _bulk(b"%d" % len(keys))]
                 + [_bulk(k.encode(enc, errors)) for k in keys]
             )
         out = [b"*%d\r\n" % (3 + len(keys) + len(args)), head]
-        enc, errors = self._encoding, self._errors
         for a in args:
             b = b"%d" % a if type(a) is int else a.encode(enc, errors)  # type: ignore[union-attr]
             out.append(b"$%d\r\n%b\r\n" % (len(b), b))
@@ -158,30 +157,21 @@ class Wire:
                 else packed
             )
             await conn.send_packed_command(data, check_health=False)
-            reply = await conn.read_response()
+            return await conn.read_response()
         except _CONNECTION_FAILURES:
-            # redis-py has disconnected `conn` (it reconnects on its next use). The command
-            # is repeated once under the client's own retry policy.
+            pass  # redis-py has disconnected `conn`; the command is repeated below
+        finally:
+            # A reply error (NOSCRIPT...) leaves the connection clean; a failure or a
+            # cancellation in flight has made redis-py disconnect it (it reconnects on its
+            # next use). Either way it can be used again.
             if keep:
                 idle.append(conn)
             else:
                 await pool.release(conn)
-            return await self.client.execute_command(  # type: ignore[no-untyped-call]
-                verb, script, len(keys), *keys, *args
-            )
-        except BaseException:
-            # A reply error (NOSCRIPT...) leaves the connection clean; a cancellation in
-            # flight has made redis-py disconnect it. Either way it can be used again.
-            if keep:
-                idle.append(conn)
-            else:
-                await pool.release(conn)
-            raise
-        if keep:
-            idle.append(conn)
-        else:
-            await pool.release(conn)
-        return reply
+        # A connection-level failure: once more, under the client's own retry policy.
+        return await self.client.execute_command(  # type: ignore[no-untyped-call]
+            verb, script, len(keys), *keys, *args
+        )
 
     async def aclose(self) -> None:
         """Disconnect the wire's own connections (the client closes its pool itself)."""
