@@ -172,7 +172,7 @@ async def _close(ps: PubSub | None, pool: Any) -> None:
     # Bounded and shielded from nothing: this runs on the way out of a cancelled task too.
     with contextlib.suppress(Exception, asyncio.CancelledError):
         if ps is not None:
-            await asyncio.wait_for(ps.aclose(), 1.0)  # type: ignore[no-untyped-call]
+            await asyncio.wait_for(ps.aclose(), 1.0)  # type: ignore[no-untyped-call,unused-ignore]
     with contextlib.suppress(Exception, asyncio.CancelledError):
         if pool is not None:
             await asyncio.wait_for(pool.disconnect(), 1.0)

@@ -71,6 +71,6 @@ def sentinel_client(
     kwargs.setdefault("socket_connect_timeout", timeout)
     sk = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     sk.update(sentinel_kwargs or {})
-    sentinel = Sentinel(list(sentinels), sentinel_kwargs=sk, **kwargs)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(list(sentinels), sentinel_kwargs=sk, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
     client: aioredis.Redis = sentinel.master_for(service)
     return client
