@@ -43,6 +43,7 @@ it sees no ``EVALSHA`` from the store; the store's own telemetry reports its dec
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeGuard
@@ -72,7 +73,17 @@ class Wire:
             flight); otherwise take each from the client's pool and return it.
     """
 
-    __slots__ = ("_encoding", "_errors", "_forks", "_heads", "_idle", "client", "keep", "pool")
+    __slots__ = (
+        "_conn_args",
+        "_encoding",
+        "_errors",
+        "_forks",
+        "_heads",
+        "_idle",
+        "client",
+        "keep",
+        "pool",
+    )
 
     def __init__(self, client: aioredis.Redis, *, keep: bool = False) -> None:
         self.client = client
@@ -84,6 +95,11 @@ class Wire:
         self._encoding: str = kwargs.get("encoding", "utf-8")
         self._errors: str = kwargs.get("encoding_errors", "strict")
         self._heads: dict[tuple[str, ...], bytes] = {}
+        # redis-py < 5.3 requires a command name (ignored by the pool); later versions
+        # deprecate passing one.
+        self._conn_args: tuple[str, ...] = (
+            ("EVALSHA",) if _needs_command_name(self.pool.get_connection) else ()
+        )
 
     @staticmethod
     def supports(client: object) -> TypeGuard[aioredis.Redis]:
@@ -148,7 +164,7 @@ class Wire:
             conn = (
                 pool.make_connection()  # type: ignore[no-untyped-call]
                 if keep
-                else await pool.get_connection()  # type: ignore[no-untyped-call]
+                else await pool.get_connection(*self._conn_args)  # type: ignore[no-untyped-call]
             )
         try:
             data: bytes | list[bytes] = (
@@ -179,6 +195,18 @@ class Wire:
         if self._forks == _forks[0]:
             for conn in idle:
                 await conn.disconnect()
+
+
+def _needs_command_name(get_connection: Any) -> bool:
+    """Whether the pool's ``get_connection`` has a required positional parameter."""
+    try:
+        params = inspect.signature(get_connection).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - a C or patched pool
+        return False
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        for p in params
+    )
 
 
 def _bulk(b: bytes) -> bytes:
