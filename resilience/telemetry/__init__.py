@@ -567,7 +567,8 @@ def retry_scheduled(
         mattrs: dict[str, Any] = {names.ATTR_RETRY_DELAY_SOURCE: source}
         if ctx is not None:
             mattrs[names.ATTR_OPERATION_NAME] = ctx.operation
-        st.retry_delay.record(delay, mattrs)
+        # A fresh dict for each instrument: SDKs before 1.3x keep the mapping they are given.
+        st.retry_delay.record(delay, dict(mattrs))
         if rec is not None and rec.pipeline:
             mattrs[names.ATTR_PIPELINE_NAME] = rec.pipeline
         if etype is not None:
