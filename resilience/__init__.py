@@ -3,6 +3,10 @@
 The public surface is re-exported here; everything else is private.
 """
 
+import importlib.metadata as _metadata
+import re as _re
+from pathlib import Path as _Path
+
 from resilience import backoff
 from resilience.errors import (
     CircuitOpen,
@@ -24,7 +28,30 @@ from resilience.stores import MemoryStore, RedisStore, Store
 from resilience.stores.fallback import FallbackStore
 from resilience.telemetry import configure as configure_telemetry
 
-__version__ = "0.1.0"
+
+def _package_version() -> str:
+    """The version of the ``resilience`` distribution: ``pyproject.toml`` is its one source.
+
+    Read from the installed package's metadata; in a source tree that is not installed, from
+    the ``pyproject.toml`` beside the package; ``"0+unknown"`` when neither is found.
+    """
+    try:
+        return _metadata.version("resilience")
+    except _metadata.PackageNotFoundError:
+        pass
+    try:
+        text = (_Path(__file__).resolve().parent.parent / "pyproject.toml").read_text("utf-8")
+    except OSError:
+        return "0+unknown"
+    project = _re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, _re.M | _re.S)
+    if project is None or not _re.search(r'^name\s*=\s*"resilience"\s*$', project[1], _re.M):
+        return "0+unknown"
+    version = _re.search(r'^version\s*=\s*"([^"]+)"\s*$', project[1], _re.M)
+    return version[1] if version else "0+unknown"
+
+
+#: The package version (from the distribution's metadata, see :func:`_package_version`).
+__version__ = _package_version()
 
 __all__ = [
     "CallContext",

@@ -153,8 +153,19 @@ class Pipeline:
         self.policies: tuple[Policy, ...] = tuple(policies)
         self.name = name
         # A policy that starts attempts itself (Retry) sets `starts_attempts = True`; without
-        # one, the pipeline runs exactly one attempt.
+        # one, the pipeline runs exactly one attempt. A nested pipeline answers for its own
+        # policies (the `starts_attempts` property below), so `Pipeline(Pipeline(Retry()))`
+        # opens one span per attempt, not an extra one around them all.
         self._has_attempts = any(getattr(p, "starts_attempts", False) for p in policies)
+
+    @property
+    def starts_attempts(self) -> bool:
+        """Whether a policy of this pipeline (at any depth) starts attempts itself (a retrier).
+
+        An enclosing pipeline reads it: without such a policy it counts the whole call as one
+        attempt (one attempt span); with one, each attempt the retrier starts is its own.
+        """
+        return self._has_attempts
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(p) for p in self.policies)

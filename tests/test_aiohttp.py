@@ -110,6 +110,7 @@ async def test_raise_for_status_classifies(
     assert isinstance(exc, Retryable) is retryable
     assert is_retryable(exc) is retryable
     assert exc.retry_after == (3.0 if retryable else None)
+    assert exc.retry_after_source == ("retry_after" if retryable else None)
     assert exc.headers is not None
     assert exc.headers["Retry-After"] == "3"
 
@@ -136,6 +137,39 @@ async def test_url_is_redacted(server: Server) -> None:
     assert type(again) is RetryableHTTPStatus
     assert again.status == 429
     assert "s3cret" not in again.url
+
+
+@pytest.mark.parametrize(
+    ("headers", "hint", "source"),
+    [
+        ({"RateLimit": '"default";r=0;t=12'}, 12.0, "rate_limit_header"),
+        ({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "7"}, 7.0, "rate_limit_header"),
+        ({"Retry-After": "3", "RateLimit": '"default";r=0;t=12'}, 3.0, "retry_after"),
+        ({}, None, None),
+    ],
+)
+async def test_the_hint_carries_its_source(
+    server: Server, headers: dict[str, str], hint: float | None, source: str | None
+) -> None:
+    server.script.append((429, headers))
+    async with aiohttp.ClientSession() as session, session.get(server.url + "/x") as resp:
+        with pytest.raises(RetryableHTTPStatus) as info:
+            raise_for_status(resp)
+    assert info.value.retry_after == hint
+    assert info.value.retry_after_source == source
+    again = pickle.loads(pickle.dumps(info.value))  # the source survives the process boundary
+    assert (again.retry_after, again.retry_after_source) == (hint, source)
+
+
+def test_retry_after_source_is_validated() -> None:
+    with pytest.raises(ValueError, match="retry_after_source"):
+        RetryableHTTPStatus(
+            status=429,
+            method="GET",
+            url="http://h/",
+            retry_after=1,
+            retry_after_source="x",  # type: ignore[arg-type]
+        )
 
 
 def test_transport_errors() -> None:

@@ -13,6 +13,7 @@ from resilience.aiohttp import (
     parse_ratelimit,
     parse_retry_after,
     retry_after_hint,
+    wait_hint,
 )
 
 NOW = 1_700_000_000.0
@@ -147,5 +148,24 @@ def test_arbitrary_headers_never_raise(headers: list[tuple[str, str]], max_delay
     h = CIMultiDict(headers)
     v = retry_after_hint(h, max_delay=max_delay, now=NOW)
     assert v is None or 0 <= v <= max_delay
+    w = wait_hint(h, max_delay=max_delay, now=NOW)
+    assert (None if w is None else w[0]) == v
+    assert w is None or w[1] in ("retry_after", "rate_limit_header")
     r = parse_retry_after(h.get("Retry-After"), date=h.get("Date"), now=NOW, max_delay=max_delay)
     assert r is None or 0 <= r <= max_delay
+
+
+def test_wait_hint_tells_where_the_hint_came_from() -> None:
+    assert wait_hint({"Retry-After": "30", "RateLimit": '"d";r=0;t=5'}) == (30.0, "retry_after")
+    assert wait_hint({"RateLimit": '"d";r=0;t=7'}) == (7.0, "rate_limit_header")
+    assert wait_hint({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "12"}) == (
+        12.0,
+        "rate_limit_header",
+    )
+    assert wait_hint({"RateLimit-Reset": "4"}, max_delay=2) == (2.0, "rate_limit_header")
+    assert wait_hint({"Retry-After": "soon", "RateLimit": '"d";r=0;t=3'}) == (
+        3.0,
+        "rate_limit_header",
+    )
+    assert wait_hint({"RateLimit": '"d";r=3;t=7'}) is None
+    assert wait_hint({}) is None

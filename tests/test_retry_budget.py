@@ -114,6 +114,8 @@ async def test_pending_deposits_flush_on_a_timer(monkeypatch: pytest.MonkeyPatch
 async def test_store_failure_means_no_retry_and_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # A store implementing only the budget operations has no fallback: its failures refuse
+    # the retry. (A full store falls back to a local budget: tests/faults/test_budget_down.py.)
     store = CountingStore(MemoryStore())
     store.fail = True
     b = RetryBudget(store=store, name="api")  # type: ignore[arg-type]

@@ -791,10 +791,38 @@ ABSENT = textwrap.dedent(
 )
 
 
-def test_telemetry_absent_creates_no_sdk_objects_and_passes_through():
+# opentelemetry-api without the private names resilience.telemetry reads when they exist (as a
+# future API version might be): resilience imports copies of the modules without them, while the
+# API keeps working (its functions use their own module's globals).
+HIDE_PRIVATE = textwrap.dedent(
+    """
+    import sys, types
+    import opentelemetry
+    import opentelemetry.metrics
+    import opentelemetry.metrics._internal
+    import opentelemetry.trace
+
+    def without(mod, *hidden):
+        copy = types.ModuleType(mod.__name__)
+        copy.__dict__.update({k: v for k, v in vars(mod).items() if k not in hidden})
+        return copy
+
+    api_trace = without(opentelemetry.trace, "_TRACER_PROVIDER")
+    opentelemetry.trace = sys.modules["opentelemetry.trace"] = api_trace
+    internal = without(opentelemetry.metrics._internal, "_METER_PROVIDER", "_ProxyMeter")
+    opentelemetry.metrics._internal = sys.modules["opentelemetry.metrics._internal"] = internal
+    """
+)
+
+
+@pytest.mark.parametrize("private_names", ["present", "hidden"])
+def test_telemetry_absent_creates_no_sdk_objects_and_passes_through(private_names: str):
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OTEL_")}
+    script = ABSENT + 'print("state", telemetry._state.__name__)\n'
+    if private_names == "hidden":
+        script = HIDE_PRIVATE + script
     out = subprocess.run(
-        [sys.executable, "-c", ABSENT],
+        [sys.executable, "-c", script],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -802,7 +830,77 @@ def test_telemetry_absent_creates_no_sdk_objects_and_passes_through():
         timeout=60,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().endswith("OK")
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2] == "OK"
+    # Without the private names, the public getters are used (and everything above held).
+    expected = "_state_public" if private_names == "hidden" else "_state_private"
+    assert lines[-1] == "state " + expected
+
+
+def _without(mod: Any, *hidden: str) -> Any:
+    """A copy of module ``mod`` without the attributes ``hidden``."""
+    import types
+
+    copy = types.ModuleType(mod.__name__)
+    copy.__dict__.update({k: v for k, v in vars(mod).items() if k not in hidden})
+    return copy
+
+
+@pytest.fixture
+def private_names_hidden(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """resilience.telemetry loses sight of opentelemetry-api's private names, mid-run."""
+    import opentelemetry.metrics._internal as api_metrics_internal
+    import opentelemetry.trace as api_trace
+
+    monkeypatch.setattr(telemetry, "_trace", _without(api_trace, "_TRACER_PROVIDER"))
+    monkeypatch.setattr(
+        telemetry,
+        "_metrics_internal",
+        _without(api_metrics_internal, "_METER_PROVIDER", "_ProxyMeter"),
+    )
+    yield
+    monkeypatch.undo()
+    telemetry.configure()  # back to the private names, now visible again
+
+
+async def test_telemetry_works_without_the_private_names(otel: Otel, request: Any) -> None:
+    class Flaky(Retryable):
+        pass
+
+    left = [1]
+
+    @Pipeline(resilience.Retry(2, backoff=constant(0), retry_on=Flaky), name="hidden")
+    async def work() -> str:
+        if left[0]:
+            left[0] -= 1
+            raise Flaky()
+        return "ok"
+
+    assert telemetry.enabled()  # resolved the usual way first
+    request.getfixturevalue("private_names_hidden")
+    assert await work() == "ok"
+    assert telemetry._state is telemetry._state_public  # switched to the public getters
+    assert telemetry.enabled()
+    spans = otel.finished()
+    assert sorted(s.name for s in spans) == ["attempt hidden", "attempt hidden", "hidden"]
+    assert _points(otel.metrics()[names.METRIC_RETRIES])[0][1] == 1
+    telemetry.configure(otel.tp, otel.mp)  # a new resolution without the private names
+    assert telemetry._state is telemetry._state_public
+    left[0] = 1
+    assert await work() == "ok"
+    assert len(otel.finished()) == 6
+
+
+def test_api_meters_record_nothing_without_the_private_names(
+    otel: Otel, private_names_hidden: None
+) -> None:
+    from opentelemetry.metrics import NoOpMeter
+    from opentelemetry.metrics import _internal as api_metrics_internal
+
+    proxy = api_metrics_internal._ProxyMeterProvider().get_meter("x")
+    assert telemetry._records_nothing(proxy)
+    assert telemetry._records_nothing(NoOpMeter("x"))
+    assert not telemetry._records_nothing(otel.mp.get_meter("x"))
 
 
 def test_library_imports_the_api_only():
@@ -974,3 +1072,169 @@ async def test_degraded_store_is_visible_as_an_event_and_metrics(otel: Otel):
     assert counter[0][names.ATTR_STORE_OPERATION] == "window_acquire"
     assert counter[0][names.ATTR_STORE_FALLBACK] == "allow"
     assert counter[1] == 2
+
+
+# ------------------------------------------------------------------------------------------
+# Nested pipelines: one attempt span per attempt, whatever the nesting.
+# ------------------------------------------------------------------------------------------
+
+
+class _Pass:
+    """A policy that only passes the call on."""
+
+    async def execute(self, call: Any, ctx: Any) -> Any:
+        return await call()
+
+
+def _flaky_twice() -> Any:
+    """An async function that fails with ``Boom`` twice, then returns ``"ok"``."""
+    left = [2]
+
+    async def fn() -> str:
+        if left[0]:
+            left[0] -= 1
+            raise _Boom()
+        return "ok"
+
+    return fn
+
+
+class _Boom(Retryable):
+    pass
+
+
+def _nestings() -> list[tuple[str, Any]]:
+    def retry() -> Any:
+        return resilience.Retry(3, backoff=constant(0), retry_on=_Boom)
+
+    return [
+        ("Pipeline(Pipeline(Retry))", lambda: Pipeline(Pipeline(retry()), name="nested")),
+        (
+            "Pipeline(Pipeline(Pipeline(Retry)), _Pass)",
+            lambda: Pipeline(Pipeline(Pipeline(retry())), _Pass(), name="nested"),
+        ),
+        (
+            "Pipeline(_Pass, Pipeline(Retry))",
+            lambda: Pipeline(_Pass(), Pipeline(retry()), name="nested"),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("how", ["decorator", "call"])
+@pytest.mark.parametrize(("label", "make"), _nestings(), ids=[n for n, _ in _nestings()])
+async def test_nested_pipeline_with_retry_has_one_span_per_attempt(
+    otel: Otel, how: str, label: str, make: Any
+) -> None:
+    pipeline = make()
+    fn = _flaky_twice()
+    if how == "decorator":
+        assert await pipeline(fn)() == "ok"
+    else:
+        assert await pipeline.call(fn) == "ok"
+    spans = otel.finished()
+    (call,) = [s for s in spans if s.parent is None]
+    attempts = _children(spans, call)
+    # No spurious attempt span around the retrier: its three attempts are the call's children.
+    assert [s.name for s in attempts] == ["attempt nested"] * 3, label
+    assert [(s.attributes or {})[names.ATTR_RETRY_ATTEMPT] for s in attempts] == [1, 2, 3]
+    assert len(spans) == 4
+    assert (call.attributes or {})[names.ATTR_RETRY_ATTEMPTS] == 3
+
+
+async def test_nested_pipeline_without_retry_has_one_attempt_span(otel: Otel) -> None:
+    pipeline = Pipeline(Pipeline(_Pass()), _Pass(), name="plain")
+    assert not pipeline.starts_attempts
+
+    @pipeline
+    async def work() -> int:
+        return 1
+
+    assert await work() == 1
+    spans = otel.finished()
+    (call,) = [s for s in spans if s.parent is None]
+    assert [s.name for s in _children(spans, call)] == ["attempt plain"]
+    assert len(spans) == 2
+
+
+# ------------------------------------------------------------------------------------------
+# resilience.retry.delay_source = rate_limit_header: the hint came from a RateLimit reset.
+# ------------------------------------------------------------------------------------------
+
+
+async def test_delay_source_tells_a_ratelimit_reset_from_retry_after(otel: Otel) -> None:
+    from resilience.aiohttp import raise_for_status
+    from resilience.testing import testing_mode
+
+    answers = [
+        (429, {"RateLimit": '"default";r=0;t=7'}),  # IETF RateLimit field
+        (429, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "9"}),  # legacy field
+        (503, {"Retry-After": "5", "RateLimit": '"default";r=0;t=8'}),  # Retry-After wins
+        (503, {}),  # no hint: the backoff
+        (200, {}),
+    ]
+
+    async def handle(request: web.Request) -> web.Response:
+        status, headers = answers.pop(0)
+        return web.Response(status=status, headers=headers, text="x")
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            @Pipeline(resilience.Retry(5, backoff=constant(0.001)), name="quota")
+            async def get() -> int:
+                async with session.get(url) as resp:
+                    raise_for_status(resp)
+                    return resp.status
+
+            with testing_mode(attempts=5):  # hints are computed as usual, sleeps skipped
+                assert await get() == 200
+    finally:
+        await runner.cleanup()
+
+    call = next(s for s in otel.finished() if s.parent is None)
+    events = [dict(e.attributes or {}) for e in call.events]
+    assert [e[names.ATTR_RETRY_DELAY_SOURCE] for e in events] == [
+        "rate_limit_header",
+        "rate_limit_header",
+        "retry_after",
+        "backoff",
+    ]
+    assert [e[names.ATTR_RETRY_DELAY] for e in events] == pytest.approx([7, 9, 5, 0.001])
+    retries = {
+        attrs[names.ATTR_RETRY_DELAY_SOURCE]: value
+        for attrs, value in _points(otel.metrics()[names.METRIC_RETRIES])
+    }
+    assert retries == {"rate_limit_header": 2, "retry_after": 1, "backoff": 1}
+
+
+async def test_delay_source_of_a_hint_carried_by_any_exception(otel: Otel) -> None:
+    from resilience.testing import testing_mode
+
+    class Throttled(Retryable):
+        def __init__(self, retry_after: float, source: str | None) -> None:
+            super().__init__("throttled")
+            self.retry_after = retry_after
+            self.retry_after_source = source
+
+    seq = iter([Throttled(3, "rate_limit_header"), Throttled(2, None), Throttled(4, "bogus")])
+
+    @Pipeline(resilience.Retry(4, backoff=constant(0)), name="any")
+    async def work() -> str:
+        exc = next(seq, None)
+        if exc is not None:
+            raise exc
+        return "ok"
+
+    with testing_mode(attempts=4):
+        assert await work() == "ok"
+    call = next(s for s in otel.finished() if s.parent is None)
+    sources = [(e.attributes or {})[names.ATTR_RETRY_DELAY_SOURCE] for e in call.events]
+    # Only the documented values are ever reported: anything else counts as retry_after.
+    assert sources == ["rate_limit_header", "retry_after", "retry_after"]

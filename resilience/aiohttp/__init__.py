@@ -33,16 +33,19 @@ from resilience.aiohttp.classify import (
 from resilience.aiohttp.errors import HTTPStatusError, RetryableHTTPStatus, redact_url
 from resilience.aiohttp.headers import (
     DEFAULT_MAX_RETRY_AFTER,
+    HintSource,
     parse_http_date,
     parse_ratelimit,
     parse_retry_after,
     retry_after_hint,
+    wait_hint,
 )
 from resilience.aiohttp.middleware import ResilienceMiddleware
 
 __all__ = [
     "DEFAULT_MAX_RETRY_AFTER",
     "HTTPStatusError",
+    "HintSource",
     "IDEMPOTENCY_HEADER",
     "IDEMPOTENT_METHODS",
     "RETRYABLE_STATUSES",
@@ -58,4 +61,5 @@ __all__ = [
     "redact_url",
     "retry_after_hint",
     "retry_on",
+    "wait_hint",
 ]

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 import aiohttp
 
 from resilience.aiohttp.errors import HTTPStatusError, RetryableHTTPStatus
-from resilience.aiohttp.headers import DEFAULT_MAX_RETRY_AFTER, retry_after_hint
+from resilience.aiohttp.headers import DEFAULT_MAX_RETRY_AFTER, wait_hint
 from resilience.errors import CircuitOpen, ResilienceError, Retryable
 
 __all__ = [
@@ -85,7 +85,9 @@ def raise_for_status(
     otherwise. Both carry ``status``, ``headers``, the redacted ``url``, ``method`` and
     ``retry_after`` (from ``Retry-After``, else the rate-limit header fields; capped at
     ``max_retry_after`` seconds; always ``None`` on a non-retryable error, so that no policy
-    treats it as a retry hint: the raw headers are still in ``headers``). The response is
+    treats it as a retry hint: the raw headers are still in ``headers``) with
+    ``retry_after_source`` (``"retry_after"`` or ``"rate_limit_header"``, see
+    :func:`~resilience.aiohttp.wait_hint`). The response is
     released first (its connection returns to the pool, or is closed when the body was not
     read), so nothing leaks when the caller retries.
 
@@ -101,8 +103,8 @@ def raise_for_status(
     method = response.method
     if idempotent is None:
         idempotent = is_idempotent(method, response.request_info.headers)
-    hint = retry_after_hint(response.headers, max_delay=max_retry_after)
     retryable = is_retryable_status(status, idempotent=idempotent)
+    hint = wait_hint(response.headers, max_delay=max_retry_after) if retryable else None
     cls = RetryableHTTPStatus if retryable else HTTPStatusError
     exc = cls(
         status=status,
@@ -110,7 +112,8 @@ def raise_for_status(
         url=response.url,
         headers=response.headers,
         reason=response.reason or "",
-        retry_after=hint if retryable else None,
+        retry_after=None if hint is None else hint[0],
+        retry_after_source=None if hint is None else hint[1],
     )
     response.release()
     raise exc

@@ -6,7 +6,7 @@ aiohttp.ClientResponseError`` handlers keep working, and carry what a policy nee
 - :class:`HTTPStatusError`: ``status``, ``headers`` (the response's), ``method``, a **redacted**
   ``url`` (no userinfo, query values replaced by ``REDACTED``, no fragment: an API key in a query
   string never reaches a log or a span), ``retry_after`` (the server's hint in seconds, or
-  ``None``) and ``retryable``.
+  ``None``), ``retry_after_source`` (which header gave it) and ``retryable``.
 - :class:`RetryableHTTPStatus`: the same, and also a :class:`resilience.Retryable`, so
   :class:`resilience.Retry` retries it by default, waiting at least ``retry_after``; a
   :class:`resilience.SlidingWindowLimiter` beneath which it is raised penalizes its key for
@@ -24,6 +24,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from resilience.aiohttp.headers import HintSource
 from resilience.errors import Retryable
 
 __all__ = ["HTTPStatusError", "RetryableHTTPStatus", "redact_url"]
@@ -58,6 +59,10 @@ class HTTPStatusError(aiohttp.ClientResponseError):
             fields), within ``[0, max_retry_after]``, or ``None``; set only on
             :class:`RetryableHTTPStatus` (a hint on a non-retryable error would make
             :class:`resilience.Retry` retry it).
+        retry_after_source: where ``retry_after`` came from: ``"retry_after"`` (the
+            ``Retry-After`` field) or ``"rate_limit_header"`` (a ``RateLimit`` /
+            ``X-RateLimit-Reset`` reset); ``None`` without a hint. :class:`resilience.Retry`
+            reports it as ``resilience.retry.delay_source`` when the hint sets the delay.
         retryable: whether retrying is safe and useful (see :mod:`resilience.aiohttp.classify`).
     """
 
@@ -72,13 +77,22 @@ class HTTPStatusError(aiohttp.ClientResponseError):
         headers: Any = None,
         reason: str = "",
         retry_after: float | None = None,
+        retry_after_source: HintSource | None = None,
     ) -> None:
+        if retry_after_source not in (None, "retry_after", "rate_limit_header"):
+            raise ValueError(
+                "retry_after_source must be 'retry_after', 'rate_limit_header' or None, "
+                f"got {retry_after_source!r}"
+            )
         self.url = redact_url(url)
         hdrs: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(headers or {}))
         info = aiohttp.RequestInfo(URL(self.url), method, CIMultiDictProxy(CIMultiDict()))
         super().__init__(info, (), status=status, message=reason, headers=hdrs)
         self.method = method
         self.retry_after = retry_after
+        self.retry_after_source: HintSource | None = (
+            None if retry_after is None else (retry_after_source or "retry_after")
+        )
 
     def __str__(self) -> str:
         hint = "" if self.retry_after is None else f"; retry after {self.retry_after:g}s"
@@ -96,6 +110,7 @@ class HTTPStatusError(aiohttp.ClientResponseError):
                 dict(self.headers or {}),
                 self.message,
                 self.retry_after,
+                self.retry_after_source,
             ),
         )
 
@@ -118,6 +133,7 @@ def _rebuild(
     headers: dict[str, str],
     reason: str,
     retry_after: float | None,
+    retry_after_source: HintSource | None = None,
 ) -> HTTPStatusError:
     return cls(
         status=status,
@@ -126,4 +142,5 @@ def _rebuild(
         headers=headers,
         reason=reason,
         retry_after=retry_after,
+        retry_after_source=retry_after_source,
     )

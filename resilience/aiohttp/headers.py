@@ -17,6 +17,12 @@ the RateLimit and Retry-After fields, the Retry-After field MUST take precedence
    otherwise as delay-seconds.
 
 Huge values are capped at ``max_delay`` (default :data:`DEFAULT_MAX_RETRY_AFTER`, 6 h, as urllib3).
+
+:func:`wait_hint` also tells which field the hint came from (:data:`HintSource`):
+``"retry_after"`` for ``Retry-After``, ``"rate_limit_header"`` for the rate-limit fields. The
+errors of :mod:`resilience.aiohttp` carry it as ``retry_after_source``, and
+:class:`resilience.Retry` reports it as the telemetry attribute
+``resilience.retry.delay_source`` when the hint sets the delay.
 """
 
 from __future__ import annotations
@@ -27,15 +33,21 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "DEFAULT_MAX_RETRY_AFTER",
+    "HintSource",
     "parse_http_date",
     "parse_ratelimit",
     "parse_retry_after",
     "retry_after_hint",
+    "wait_hint",
 ]
+
+#: Where a wait hint came from: the ``Retry-After`` field, or a rate-limit field's reset
+#: (IETF ``RateLimit``, ``RateLimit-Reset`` / ``X-RateLimit-Reset``).
+HintSource = Literal["retry_after", "rate_limit_header"]
 
 #: Default cap of a server-provided wait, in seconds (urllib3's ``DEFAULT_RETRY_AFTER_MAX``).
 DEFAULT_MAX_RETRY_AFTER = 21600.0
@@ -234,7 +246,24 @@ def retry_after_hint(
     """The server's wait hint in seconds: ``Retry-After`` first, then the rate-limit fields.
 
     Returns ``None`` when no usable hint is present, otherwise a number in ``[0, max_delay]``.
-    Never raises on malformed headers.
+    Never raises on malformed headers. :func:`wait_hint` also tells which field it came from.
+    """
+    hint = wait_hint(headers, max_delay=max_delay, now=now, legacy=legacy)
+    return None if hint is None else hint[0]
+
+
+def wait_hint(
+    headers: Mapping[str, str] | Any,
+    *,
+    max_delay: float = DEFAULT_MAX_RETRY_AFTER,
+    now: float | None = None,
+    legacy: bool = True,
+) -> tuple[float, HintSource] | None:
+    """The server's wait hint and where it came from, or ``None`` without a usable hint.
+
+    Same precedence and bounds as :func:`retry_after_hint`; the source is ``"retry_after"``
+    when ``Retry-After`` gave the hint, ``"rate_limit_header"`` when a rate-limit field's reset
+    did. Never raises on malformed headers.
     """
     try:
         hint = parse_retry_after(
@@ -246,5 +275,8 @@ def retry_after_hint(
     except Exception:
         hint = None
     if hint is not None:
-        return hint
-    return parse_ratelimit(headers, max_delay=max_delay, now=now, legacy=legacy)
+        return hint, "retry_after"
+    hint = parse_ratelimit(headers, max_delay=max_delay, now=now, legacy=legacy)
+    if hint is not None:
+        return hint, "rate_limit_header"
+    return None

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from opentelemetry import context as _otel_context
 from opentelemetry import metrics as _metrics
 from opentelemetry import trace as _trace
-from opentelemetry.metrics import _internal as _metrics_internal
 from opentelemetry.trace import NoOpTracer, ProxyTracer, SpanKind, Status, StatusCode
 
 from resilience.errors import CircuitOpen, RateLimited
@@ -188,38 +187,90 @@ class _State:
 
 _STATE = _State(_UNSET, _UNSET)
 
-# The API keeps the installed global providers in module attributes; reading them is the
-# cheapest exact test of "has the application installed a provider since we last looked".
-# If a future API version renames them, fall back to the public getters (a little slower).
-_FAST = hasattr(_trace, "_TRACER_PROVIDER") and hasattr(_metrics_internal, "_METER_PROVIDER")
+# Private names of opentelemetry-api. Each use has a public fallback, taken when a name is
+# missing (a future API version may rename or remove it), at import or later:
+#
+# - ``opentelemetry.trace._TRACER_PROVIDER`` and ``opentelemetry.metrics._internal.
+#   _METER_PROVIDER``, the globals behind ``set_tracer_provider`` / ``set_meter_provider``:
+#   reading them is the cheapest exact test of "has the application installed a provider since
+#   we last looked". Fallback: the public getters ``get_tracer_provider()`` /
+#   ``get_meter_provider()`` (a little slower per call).
+# - ``opentelemetry.metrics._internal._ProxyMeter``, the meter the API hands out before any
+#   provider is installed (it records nothing until then). Fallback: a meter whose class is
+#   defined by the API's own ``opentelemetry.metrics`` package (its no-op or proxy meter)
+#   records nothing; an SDK's meter is defined elsewhere.
+try:
+    from opentelemetry.metrics import _internal as _metrics_internal
+except ImportError:  # pragma: no cover - depends on the installed opentelemetry-api
+    _metrics_internal = None  # type: ignore[assignment]
 
 
-def _globals_seen() -> tuple[Any, Any]:
-    if _FAST:
-        return _trace._TRACER_PROVIDER, _metrics_internal._METER_PROVIDER
+def _has_private_globals() -> bool:
+    return hasattr(_trace, "_TRACER_PROVIDER") and hasattr(_metrics_internal, "_METER_PROVIDER")
+
+
+def _seen_public() -> tuple[Any, Any]:
     return _trace.get_tracer_provider(), _metrics.get_meter_provider()
 
 
-if _FAST:
+def _seen_private() -> tuple[Any, Any]:
+    try:
+        return _trace._TRACER_PROVIDER, _metrics_internal._METER_PROVIDER
+    except AttributeError:
+        _select(private=False)
+        return _seen_public()
 
-    def _state() -> _State:
-        st = _STATE
+
+def _state_public() -> _State:
+    st = _STATE
+    if st.tp_seen is _trace.get_tracer_provider() and st.mp_seen is _metrics.get_meter_provider():
+        return st
+    return _resolve()
+
+
+def _state_private() -> _State:
+    st = _STATE
+    try:
         if (
             st.tp_seen is _trace._TRACER_PROVIDER
             and st.mp_seen is _metrics_internal._METER_PROVIDER
         ):
             return st
-        return _resolve()
+    except AttributeError:  # the private globals are gone: the public getters from now on
+        _select(private=False)
+        return _state_public()
+    return _resolve()
 
-else:  # pragma: no cover - depends on the installed opentelemetry-api
 
-    def _state() -> _State:
-        st = _STATE
-        if st.tp_seen is _trace.get_tracer_provider() and st.mp_seen is (
-            _metrics.get_meter_provider()
-        ):
-            return st
-        return _resolve()
+#: The cached state, checked against the provider globals (private or public way).
+_state: Callable[[], _State] = _state_private
+#: The values :func:`_state` compares with, read the same way.
+_globals_seen: Callable[[], tuple[Any, Any]] = _seen_private
+
+
+def _select(private: bool | None = None) -> None:
+    """Read the provider globals the private way (when present) or through the public getters."""
+    global _state, _globals_seen
+    if private is None:
+        private = _has_private_globals()
+    if private:
+        _state, _globals_seen = _state_private, _seen_private
+    else:
+        _state, _globals_seen = _state_public, _seen_public
+
+
+_select()
+
+
+def _records_nothing(meter: Meter) -> bool:
+    """Whether ``meter`` is the API's own no-op or proxy meter (no SDK behind it)."""
+    if isinstance(meter, _metrics.NoOpMeter):
+        return True
+    proxy = getattr(_metrics_internal, "_ProxyMeter", None)
+    if isinstance(proxy, type) and isinstance(meter, proxy):
+        return True
+    module = type(meter).__module__
+    return module == "opentelemetry.metrics" or module.startswith("opentelemetry.metrics.")
 
 
 def _version() -> str:
@@ -242,7 +293,7 @@ def _resolve() -> _State:
     if not isinstance(tracer, (ProxyTracer, NoOpTracer)):
         st.tracer = tracer
     meter = mp.get_meter(names.SCOPE, version, names.SCHEMA_URL)
-    if not isinstance(meter, (_metrics.NoOpMeter, _metrics_internal._ProxyMeter)):
+    if not _records_nothing(meter):
         st.make_instruments(meter)
     st.enabled = st.tracer is not None or st.meter is not None
     _STATE = st
@@ -264,6 +315,7 @@ def configure(
     global _CONFIG_TP, _CONFIG_MP, _STATE
     _CONFIG_TP = tracer_provider
     _CONFIG_MP = meter_provider
+    _select()
     _STATE = _State(_UNSET, _UNSET)
 
 

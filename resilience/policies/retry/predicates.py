@@ -28,11 +28,18 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from resilience.errors import CircuitOpen, ResilienceError, Retryable
 
-__all__ = ["ExceptionPredicate", "RetryOn", "compile_retry_on", "default_retryable", "hint_of"]
+__all__ = [
+    "ExceptionPredicate",
+    "RetryOn",
+    "compile_retry_on",
+    "default_retryable",
+    "hint_of",
+    "hint_source_of",
+]
 
 #: A predicate over an exception: ``True`` means "retry".
 ExceptionPredicate = Callable[[Exception], bool]
@@ -51,6 +58,18 @@ def hint_of(obj: object) -> float | None:
     if not math.isfinite(v) or v < 0:
         return None
     return v
+
+
+def hint_source_of(obj: object) -> Literal["retry_after", "rate_limit_header"]:
+    """Where ``obj``'s ``retry_after`` hint came from, for telemetry's delay source.
+
+    ``"rate_limit_header"`` when ``obj.retry_after_source`` says so (the errors of
+    :mod:`resilience.aiohttp` set it when the hint came from a ``RateLimit`` /
+    ``X-RateLimit-Reset`` field's reset), else ``"retry_after"``.
+    """
+    if getattr(obj, "retry_after_source", None) == "rate_limit_header":
+        return "rate_limit_header"
+    return "retry_after"
 
 
 def _library_rule(exc: ResilienceError) -> bool:

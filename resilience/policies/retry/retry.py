@@ -8,7 +8,10 @@ Semantics of one call under ``Retry(attempts, backoff=..., deadline=..., budget=
    note when earlier attempts failed).
 2. Otherwise the next delay is ``max(backoff(attempt, previous_delay), retry_after)``, capped at
    the strategy's ``max``; ``retry_after`` is the failure's hint (an attribute of the exception
-   or of the flagged result) and the telemetry source is ``"retry_after"`` when it won.
+   or of the flagged result). When the hint wins, the telemetry delay source is
+   ``"rate_limit_header"`` if the failure's ``retry_after_source`` says the hint came from a
+   rate-limit header's reset (as :mod:`resilience.aiohttp`'s errors do), else
+   ``"retry_after"``; otherwise it is ``"backoff"``.
 3. The retrier gives up, re-raising the last exception, when: ``attempts`` are used up; the
    delay would end at or past the deadline (no attempt starts after it); a
    :class:`resilience.CircuitOpen` would still be open after the capped delay; or the budget
@@ -16,8 +19,12 @@ Semantics of one call under ``Retry(attempts, backoff=..., deadline=..., budget=
 4. It logs the retry, sleeps, and runs the next attempt.
 
 On giving up, the exception carries a PEP 678 note listing each attempt's error and delay.
-``asyncio.CancelledError``, ``KeyboardInterrupt`` and ``SystemExit`` are never caught: they
-propagate at once, from an attempt or from a backoff sleep.
+``asyncio.CancelledError``, ``KeyboardInterrupt`` and ``SystemExit`` are never retried nor
+counted as a failure: they propagate at once, from an attempt, a budget withdrawal or a backoff
+sleep. The budget's books stay exact: a cancelled attempt was a request (deposit) or a retry
+(withdrawal) that did start; a withdrawal cut by a cancellation is booked when its round trip
+ends; a retry granted but never started (cancelled in its backoff sleep, or the deadline passed
+meanwhile) is given back (:meth:`resilience.RetryBudget.refund`).
 
 The deadline bounds everything: attempts run under a timeout that expires at the deadline (the
 attempt is cancelled and its :class:`TimeoutError` surfaces), no sleep runs past it, and inner
@@ -43,7 +50,12 @@ from resilience.errors import CircuitOpen
 from resilience.pipeline import CallContext, PolicyBase
 from resilience.policies._validate import check_name, positive_int, positive_seconds
 from resilience.policies.retry.budget import RetryBudget
-from resilience.policies.retry.predicates import RetryOn, compile_retry_on, hint_of
+from resilience.policies.retry.predicates import (
+    RetryOn,
+    compile_retry_on,
+    hint_of,
+    hint_source_of,
+)
 
 __all__ = ["Retry"]
 
@@ -253,7 +265,7 @@ class Retry(PolicyBase):
                 delay = self._delay(attempt, prev_delay)
                 if hint is not None and hint > delay:
                     delay = hint
-                    source = "retry_after"
+                    source = hint_source_of(exc if exc is not None else result)
                 if delay > self._cap:
                     delay = self._cap
                 if isinstance(exc, CircuitOpen) and hint is not None and delay < hint:
@@ -288,9 +300,18 @@ class Retry(PolicyBase):
                 ctx, policy=self.name, attempt=attempt, delay=delay, source=source, error=exc
             )
             if delay > 0 and not testing:
-                await asyncio.sleep(delay)
+                try:
+                    await asyncio.sleep(delay)
+                except BaseException:
+                    # Cancelled while waiting: the granted retry will not run; give it back.
+                    if self.budget is not None:
+                        self.budget.refund()
+                    raise
             if ctx.deadline is not None and _monotonic() >= ctx.deadline:
-                # Sleep overshoot: the deadline passed while sleeping; start nothing.
+                # Sleep overshoot: the deadline passed while sleeping; start nothing (and give
+                # the granted retry back).
+                if self.budget is not None:
+                    self.budget.refund()
                 return cast(T, self._give_up(ctx, exc, result, "deadline", attempt, history))
             attempt += 1
             prev_delay = delay
