@@ -16,10 +16,10 @@ status                             retryable  fault     processed (may be billed
 
 A body error type or code in :data:`BILLING_ERRORS` (OpenAI's ``insufficient_quota``,
 Anthropic's spend-limit errors) is never retried and is the caller's fault, whatever the status.
-Without an error status, an error body (a mid-stream ``error`` event) is retryable and the
-upstream's fault when its type is in :data:`RETRYABLE_ERROR_TYPES` (``overloaded_error``, ...),
-otherwise neither. Transport failures: ``connect`` is retryable, the upstream's fault and not
-processed; ``timeout`` and ``network`` are retryable, the upstream's fault and may have been
+Without an error status, an error body (a mid-stream ``error`` event) is the upstream's fault
+and may have been processed; it is retryable when its type is in :data:`RETRYABLE_ERROR_TYPES`
+(``overloaded_error``, ...). Transport failures: ``connect`` is retryable, the upstream's fault
+and not processed; ``timeout`` and ``network`` are retryable, the upstream's fault and may have been
 processed; ``tls`` is not retryable (the upstream's fault, not processed); ``invalid`` is not
 retryable (the caller's fault, not processed).
 
