@@ -12,11 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resilience import MemoryStore, SlidingWindowLimiter, all_of
-from resilience.policies._validate import MAX_SECONDS
+from resilience.policies._validate import MAX_LIMIT, MAX_SECONDS
 from tests import redis_servers
 
 numbers = st.one_of(
     st.integers(-10, 10**6),
+    st.sampled_from([MAX_LIMIT, MAX_LIMIT + 1, 2**53, 2**63 - 1, 1e-6, 5e-7, 1e-300]),
     st.floats(allow_nan=True, allow_infinity=True),
     st.booleans(),
     st.none(),
@@ -25,7 +26,7 @@ numbers = st.one_of(
 
 
 def _valid_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+    return isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_LIMIT
 
 
 def _valid_seconds(v: object, positive: bool) -> bool:
@@ -49,7 +50,7 @@ def test_construction_accepts_exactly_the_valid_configurations(
     problems = []
     if not _valid_int(limit):
         problems.append("limit")
-    if not _valid_seconds(window, positive=True):
+    if not _valid_seconds(window, positive=True) or window < 1e-6:  # type: ignore[operator]
         problems.append("window")
     if guard is not None and not _valid_seconds(guard, positive=False):
         problems.append("guard")
@@ -84,6 +85,8 @@ async def test_per_call_cost_is_checked_before_any_store_call(limit: int, cost: 
     [
         ({"limit": 0, "window": 1}, ValueError, "limit"),
         ({"limit": 1.5, "window": 1}, TypeError, "limit"),
+        ({"limit": 2**63 - 1, "window": 1}, ValueError, "limit"),
+        ({"limit": 5, "window": 5e-7, "guard": 0}, ValueError, "window"),
         ({"limit": 5, "window": 0}, ValueError, "window"),
         ({"limit": 5, "window": -1}, ValueError, "window"),
         ({"limit": 5, "window": float("inf")}, ValueError, "window"),
@@ -94,6 +97,9 @@ async def test_per_call_cost_is_checked_before_any_store_call(limit: int, cost: 
         ({"limit": 5, "window": 1, "name": ""}, ValueError, "name"),
         ({"limit": 5, "window": 1, "store": object()}, TypeError, "store"),
         ({"limit": 5, "window": 1, "key": 3}, TypeError, "key"),
+        ({"limit": 5, "window": 1, "key": 0}, TypeError, "key"),
+        ({"limit": 5, "window": 1, "key": "\udcff"}, ValueError, "key"),
+        ({"limit": 5, "window": 1, "name": "\udcff"}, ValueError, "name"),
     ],
 )
 def test_bad_configuration_names_the_parameter(

@@ -26,6 +26,7 @@ from resilience import (
     StoreUnavailable,
     all_of,
 )
+from resilience.stores.base import WindowLimit
 from resilience.stores.keys import window_keys
 from tests import limiter_workers
 from tests.redis_servers import RedisCluster, RedisServer, free_port
@@ -360,6 +361,57 @@ async def test_every_key_written_has_a_ttl_and_idle_keys_expire(
         assert 0 < pttl <= 2600, (k, pttl)
     await asyncio.sleep(2.7)
     assert [k for k in ours if await redis_client.exists(k)] == []
+
+
+async def test_a_log_emptied_by_a_release_gets_its_ttl_back(
+    redis_store: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    # Issue 12: a penalty keeps the log empty; a waiter reserves the slot after it (the log's
+    # only entry, with an expiry mark ~2.5 s ahead in the meta) and is cancelled. Its release
+    # empties the log, so Redis deletes the key; the next admission, well within the mark,
+    # created the log again without PEXPIRE: PTTL -1, for good. Now it sets it again.
+    lim = SlidingWindowLimiter(5, 0.5, store=redis_store, name="refund", guard=0)
+    z, m = window_keys(redis_store.prefix, "refund", "")
+    await lim.penalize(0.2)
+    waiter = asyncio.create_task(lim.acquire())
+    await asyncio.sleep(0.05)
+    assert await redis_client.zcard(z) == 1
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert await redis_client.exists(z) == 0
+    assert await redis_client.hget(m, "e") is not None
+    await asyncio.sleep(0.2)  # the penalty is over
+    assert (await lim.try_acquire()).allowed
+    assert 0 < await redis_client.pttl(z) <= 2600
+    assert 0 < await redis_client.pttl(m) <= 2600
+
+
+async def test_a_log_emptied_directly_by_a_release_gets_its_ttl_back(
+    redis_store: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    # The same at the store seam, with weighted entries and all_of (a refund of a token
+    # reservation, the later issue, takes this path): every log is re-armed.
+    limits = (WindowLimit("r1", 10, 1_000_000), WindowLimit("r2", 100, 1_000_000))
+    first = await redis_store.window_acquire(limits, "k", (1, 40), 0)
+    await redis_store.window_release(limits, "k", (1, 40), first.token)
+    assert (await redis_store.window_acquire(limits, "k", (2, 30), 0)).allowed
+    for lim in limits:
+        for key in window_keys(redis_store.prefix, lim.name, "k"):
+            assert 0 < await redis_client.pttl(key) <= 3100, key
+
+
+async def test_a_weighted_log_trimmed_empty_gets_its_ttl_back(
+    redis_store: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    # A weighted log is trimmed on every decision: once its entries have left a sub-second
+    # window, the trim empties it (Redis deletes the key) while the expiry mark is still
+    # ~1.9 s ahead. The admission that follows must set the expiry of the new log.
+    lim = SlidingWindowLimiter(5, 0.2, store=redis_store, name="wtrim", guard=0)
+    z = window_keys(redis_store.prefix, "wtrim", "")[0]
+    assert (await lim.try_acquire(cost=2)).allowed
+    await asyncio.sleep(0.3)
+    assert (await lim.try_acquire(cost=2)).allowed
+    assert 0 < await redis_client.pttl(z) <= 2300
 
 
 async def test_sub_second_window(redis_store: RedisStore, redis_client: aioredis.Redis) -> None:

@@ -47,7 +47,8 @@ class WindowLimit:
     """One "at most ``limit`` units per rolling ``window_us``" quota, identified by ``name``.
 
     ``window_us`` already includes the limiter's latency guard: an admission keeps its slot for
-    that long.
+    that long (at least 1). ``limit`` is at most 2**40 (the limiter's ``MAX_LIMIT``), and
+    ``name`` is text (a ``str`` that encodes as UTF-8): the policy checks both.
     """
 
     name: str
@@ -90,8 +91,15 @@ class WindowOps(Protocol):
         placed at the earliest ``at >= now`` such that no half-open interval of length
         ``window_us`` containing it holds more than ``limit`` units, and not before the key's
         penalty ends. With ``max_wait_us < 0`` only ``at == now`` is accepted (try-acquire);
-        otherwise any ``at <= now + max_wait_us`` is reserved. A rejection writes nothing.
-        A cost is one entry carrying its weight.
+        otherwise any ``at <= now + max_wait_us`` is reserved. A rejection writes nothing and
+        returns the token ``""``. A cost is one entry carrying its weight, ``1 <= cost <=
+        limit``; ``key`` is text, as ``name``.
+
+        Exactness: a log never weighs more than 2**52 units (its live and reserved entries):
+        a request that would take it beyond is refused as if its slot lay beyond
+        ``max_wait_us``. With limits of at most 2**40, every count a store keeps stays below
+        2**53, exact in a Lua double (Redis scripts) as in a Python int, so every store
+        decides the same.
         """
         ...
 
@@ -99,7 +107,8 @@ class WindowOps(Protocol):
         self, limits: Sequence[WindowLimit], key: str, costs: Sequence[int], token: str
     ) -> None:
         """Remove the entries of request ``token`` (admitted with ``costs``), e.g. a reservation
-        whose caller was cancelled. Idempotent."""
+        whose caller was cancelled. Idempotent. A release that never arrives (the store was
+        unreachable) only wastes capacity: the entry leaves the log with its window."""
         ...
 
     async def window_penalize(

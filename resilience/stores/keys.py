@@ -22,6 +22,12 @@ Key layout (``P`` is the store's prefix)::
 The hash tag of a limiter is its *key* (the tenant), not its name: every limiter for one tenant
 lands in one Redis Cluster slot, so ``all_of(rpm, tpm)`` is checked and charged in one script,
 while different tenants spread over the cluster.
+
+Every name, key and prefix must be *text*: a ``str`` that encodes as UTF-8, so no lone
+surrogate (``"\\udcff"``, e.g. from ``os.fsdecode`` of undecodable bytes). Such a string cannot
+be sent to Redis at all; :func:`check_text` rejects it with a ``ValueError`` naming the
+parameter, and every policy checks its names and keys with it before they reach a store (see
+``resilience/policies/_validate.py``), so the same input fails the same way on every store.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ __all__ = [
     "breaker_keys",
     "breaker_tag",
     "budget_key",
+    "check_prefix",
+    "check_text",
     "escape",
     "presence_key",
     "window_keys",
@@ -41,6 +49,40 @@ __all__ = [
 
 _SAFE = re.compile(r"[A-Za-z0-9._-]*")
 _MAX = 100
+
+
+def _show(value: str) -> str:
+    """``repr(value)``, cut to a readable length for an error message."""
+    r = repr(value)
+    return r if len(r) <= 60 else r[:50] + "..." + r[-5:]
+
+
+def check_text(value: str, param: str) -> str:
+    """``value`` (a ``str``) if it encodes as UTF-8, else ``ValueError`` naming ``param``.
+
+    A lone surrogate (``"\\udcff"``) is the only way a ``str`` can fail: Redis keys are bytes,
+    and such a string has no UTF-8 form.
+    """
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{param} must be valid Unicode text (encodable as UTF-8), got {_show(value)}: "
+            f"a lone surrogate at index {exc.start}"
+        ) from None
+    return value
+
+
+def check_prefix(prefix: object) -> str:
+    """A store's key prefix: a non-empty ``str`` of text without ``{`` or ``}`` (a brace would
+    change the hash tag of every key in Redis Cluster)."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+    if not prefix or "{" in prefix or "}" in prefix:
+        raise ValueError(f"prefix must be a non-empty str without braces, got {_show(prefix)}")
+    return check_text(prefix, "prefix")
 
 
 def escape(text: str) -> str:

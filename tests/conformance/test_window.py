@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from resilience import RateLimited, SlidingWindowLimiter, all_of
+from resilience import MemoryStore, RateLimited, SlidingWindowLimiter, all_of
+from resilience.stores.base import WindowLimit
 
 
 async def test_exactly_limit_admitted_under_concurrency(store) -> None:
@@ -119,3 +120,39 @@ async def test_keys_are_independent_and_arbitrary(store) -> None:
     odd = ["", "tenant:1", "{tag}", "x" * 500, "ü 🙂", "a%3A"]
     assert all([(await lim.try_acquire(key=k)).allowed for k in odd])
     assert not any([(await lim.try_acquire(key=k)).allowed for k in odd])
+
+
+async def test_a_refusal_carries_no_token(store) -> None:
+    # The contract (WindowResult.token): "" when refused, whatever the kind of refusal; a
+    # token only for an admission, immediate or reserved. Redis used to return its nonce.
+    one = WindowLimit("tok", 1, 5_000_000)
+    first = await store.window_acquire((one,), "", (1,), -1)
+    assert first.allowed
+    assert first.token
+    for max_wait in (-1, 0, 1_000_000):  # try; "only if free now"; a wait shorter than needed
+        r = await store.window_acquire((one,), "", (1,), max_wait)
+        assert (r.allowed, r.token) == (False, ""), max_wait
+        assert r.wait_us > 0
+    both = (one, WindowLimit("tok2", 10, 5_000_000))
+    r = await store.window_acquire(both, "", (1, 1), -1)
+    assert (r.allowed, r.token) == (False, "")
+    reserved = await store.window_acquire((one,), "", (1,), 10_000_000)
+    assert reserved.allowed
+    assert reserved.token
+    assert reserved.wait_us > 0
+
+
+async def test_bad_keys_fail_alike_on_every_store(store) -> None:
+    # Issue 12: a lone surrogate, a non-str key: the same error as on the memory store, at
+    # the call, and the store is not touched (the next call works).
+    for bad in ("t\udcff", 123, 0, b"k"):
+        errors = []
+        for s in (MemoryStore(), store):
+            lim = SlidingWindowLimiter(2, 5.0, store=s, name="bad", guard=0)
+            with pytest.raises((TypeError, ValueError)) as info:
+                await lim.try_acquire(bad)  # type: ignore[arg-type]
+            errors.append((type(info.value), str(info.value)))
+        assert errors[0] == errors[1]
+        assert errors[0][1].startswith("key")
+    lim = SlidingWindowLimiter(2, 5.0, store=store, name="bad", guard=0)
+    assert (await lim.try_acquire("t")).remaining == 1

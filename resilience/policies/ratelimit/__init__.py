@@ -2,10 +2,11 @@
 
 from resilience.policies.ratelimit.limiter import (
     DEFAULT_GUARD,
+    MAX_LIMIT,
     AllOf,
     Decision,
     SlidingWindowLimiter,
     all_of,
 )
 
-__all__ = ["DEFAULT_GUARD", "AllOf", "Decision", "SlidingWindowLimiter", "all_of"]
+__all__ = ["DEFAULT_GUARD", "MAX_LIMIT", "AllOf", "Decision", "SlidingWindowLimiter", "all_of"]

@@ -16,7 +16,16 @@ Semantics (the same on every store):
   minute costs what a request quota costs).
 - **Waiting.** :meth:`acquire` never polls: the store reserves the earliest slot that is safe
   and the caller sleeps until it (one round trip per admitted call; first come, first served
-  across the fleet). A cancelled waiter gives its reserved slot back.
+  across the fleet).
+- **Cancellation.** A slot is used only by a call that went on: a task cancelled during the
+  decision or while sleeping until its reserved slot gives the slot back (a shielded,
+  idempotent release) before ``CancelledError`` propagates. Once the limiter has handed over
+  to the protected call (the rest of the pipeline), the slot counts as used. A release that
+  cannot reach the store is lost; the entry then expires with its window (capacity wasted,
+  never over-admitted). A penalty is recorded even if its caller is cancelled meanwhile.
+- **Bounds.** ``limit`` (and so ``cost``) is at most :data:`MAX_LIMIT` (2**40): what a
+  Redis store counts exactly in Lua's doubles. Keys and names are text (see
+  :mod:`resilience.stores.keys`).
 - **Nothing is lost silently:** a request is admitted, waits, or fails with
   :class:`resilience.RateLimited` carrying ``retry_after``.
 """
@@ -24,6 +33,7 @@ Semantics (the same on every store):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -35,7 +45,9 @@ from resilience import telemetry
 from resilience.errors import RateLimited, ResilienceError
 from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
 from resilience.policies._validate import (
+    MAX_LIMIT,
     MAX_SECONDS,
+    call_key,
     check_key,
     check_name,
     check_store,
@@ -46,7 +58,7 @@ from resilience.policies._validate import (
 from resilience.stores.base import Store, WindowLimit
 from resilience.stores.fallback import FallbackMode, with_fallback
 
-__all__ = ["DEFAULT_GUARD", "AllOf", "Decision", "SlidingWindowLimiter", "all_of"]
+__all__ = ["DEFAULT_GUARD", "MAX_LIMIT", "AllOf", "Decision", "SlidingWindowLimiter", "all_of"]
 
 T = TypeVar("T")
 logger = logging.getLogger("resilience")
@@ -61,6 +73,8 @@ DEFAULT_GUARD = 0.15
 
 # "Wait as long as it takes" for a store: 10**15 us is ~31 years, exact in a Lua double.
 _FOREVER_US = 10**15
+# The shortest window: stores count in whole microseconds (window_us >= 1 even with guard=0).
+_MIN_WINDOW = 1e-6
 
 CostSpec = int | Callable[..., int]
 
@@ -93,6 +107,25 @@ def _check_cost_spec(cost: object) -> CostSpec:
     if callable(cost):
         return cost
     return positive_int("cost", cost)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def _finish(aw: Awaitable[T]) -> T:
+    """Await ``aw``; if the caller is cancelled meanwhile, ``aw`` still runs to completion
+    (the caller waits for it once more, then ``CancelledError`` propagates; a second
+    cancellation stops the waiting, not ``aw``)."""
+    task = asyncio.ensure_future(aw)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_retrieve)
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(task)
+        raise
 
 
 class _WindowPolicy(PolicyBase):
@@ -138,9 +171,12 @@ class _WindowPolicy(PolicyBase):
     async def try_acquire(
         self, key: str | None = None, cost: int | Mapping[str, int] = 1
     ) -> Decision:
-        """Admit ``cost`` units now, or refuse at once (nothing is recorded for a refusal)."""
+        """Admit ``cost`` units now, or refuse at once (nothing is recorded for a refusal).
+
+        ``key``: a str, or ``None`` for the default key; anything else is a ``TypeError``.
+        """
         allowed, remaining, wait_us, _ = await self.store.window_acquire(
-            self._limits, key or "", self._costs(cost), -1
+            self._limits, call_key(key), self._costs(cost), -1
         )
         return _decision((allowed, remaining, 0.0 if allowed else wait_us / 1e6))
 
@@ -158,15 +194,17 @@ class _WindowPolicy(PolicyBase):
 
         One store round trip reserves the earliest safe slot; the call then sleeps until it.
         Raises :class:`resilience.RateLimited` at once when that slot lies beyond ``timeout``
-        (``timeout=0`` means: only if free now). If the waiting task is cancelled, the
-        reserved slot is released before ``CancelledError`` propagates.
+        (``timeout=0`` means: only if free now). If the task is cancelled during the decision
+        or while it sleeps, the reserved slot is released before ``CancelledError``
+        propagates. ``key``: a str, or ``None`` for the default key.
         """
+        k = call_key(key)
         costs = self._costs(cost)
         if timeout is None:
             max_wait = _FOREVER_US
         else:
             max_wait = int(non_negative_seconds("timeout", timeout) * 1e6)
-        return await self._acquire(key or "", costs, max_wait, None)
+        return await self._acquire(k, costs, max_wait, None)
 
     async def _acquire(
         self, key: str, costs: tuple[int, ...], max_wait_us: int, ctx: CallContext | None
@@ -203,22 +241,29 @@ class _WindowPolicy(PolicyBase):
         return _decision((True, remaining, 0.0))
 
     async def _release(self, key: str, costs: tuple[int, ...], token: str) -> None:
-        # Shielded, best effort: if it is lost, capacity is wasted, never over-admitted.
+        # Shielded, best effort: if it is lost, capacity is wasted until the entry leaves its
+        # window, never over-admitted. Called while a CancelledError propagates: nothing
+        # raised here may replace it.
+        task = asyncio.ensure_future(self.store.window_release(self._limits, key, costs, token))
+        task.add_done_callback(_retrieve)
         try:
-            await asyncio.shield(self.store.window_release(self._limits, key, costs, token))
+            await asyncio.shield(task)
         except asyncio.CancelledError:
-            pass
-        except ResilienceError:
+            pass  # cancelled again: the release goes on in the background
+        except Exception:
             logger.warning("rate limiter %r: could not release a cancelled reservation", self.name)
 
     async def penalize(self, seconds: float, key: str | None = None) -> None:
         """Admit nothing for ``key`` for ``seconds``, for everyone sharing the store.
 
         Use it when the upstream answered 429 with ``Retry-After``: the whole fleet pauses
-        instead of each worker discovering the 429 on its own. Penalties only extend.
+        instead of each worker discovering the 429 on its own. Penalties only extend. The
+        penalty is recorded even if the calling task is cancelled meanwhile (it waits for the
+        store, then ``CancelledError`` propagates).
         """
         s = non_negative_seconds("seconds", seconds)
-        await self.store.window_penalize(self._limits, key or "", math.ceil(s * 1e6))
+        k = call_key(key)
+        await _finish(self.store.window_penalize(self._limits, k, math.ceil(s * 1e6)))
 
     async def execute(self, call: Callable[[], Awaitable[T]], ctx: CallContext) -> T:
         """Pipeline policy: wait for a permit (bounded by the call's deadline), then call.
@@ -227,7 +272,12 @@ class _WindowPolicy(PolicyBase):
         ``Retry-After``), the key is penalized for that long.
         """
         spec = self._key
-        key = (spec if spec is None or isinstance(spec, str) else resolve_key(spec, ctx)) or ""
+        if spec is None:
+            key = ""
+        elif type(spec) is str:
+            key = spec  # checked at construction
+        else:
+            key = call_key(resolve_key(spec, ctx), "key returned by the key callable")
         costs = self._static_costs or self._call_costs(ctx)
         bound = self._timeout
         if ctx.deadline is not None:
@@ -256,8 +306,9 @@ class SlidingWindowLimiter(_WindowPolicy):
     """At most ``limit`` units per rolling ``window`` seconds, for each key, fleet-wide.
 
     Args:
-        limit: units admitted per window (requests, or tokens with ``cost``).
-        window: the window in seconds; sub-second windows work.
+        limit: units admitted per window (requests, or tokens with ``cost``), at most
+            :data:`MAX_LIMIT` (2**40).
+        window: the window in seconds; sub-second windows work (at least 1 µs).
         store: where the log lives: :class:`resilience.RedisStore` to share it across
             processes; default, the process-wide :class:`resilience.MemoryStore`. Limiters
             with the same ``name`` in the same store share their state: that is how a fleet
@@ -265,8 +316,10 @@ class SlidingWindowLimiter(_WindowPolicy):
         name: identifies the quota in the store and in telemetry.
         guard: seconds each admission keeps its slot beyond the window (see the module
             docs); ``None`` means :data:`DEFAULT_GUARD`, ``0`` exact counting.
-        key: as a pipeline policy or decorator: the key of each call (a string, or a callable
-            over the call's arguments, e.g. per tenant). Default: one key.
+        key: as a pipeline policy or decorator: the key of each call (a str, or a callable
+            over the call's arguments returning a str, e.g. per tenant). Default: one key.
+            Keys are text: a lone surrogate (``"\\udcff"``) is a ``ValueError``, a key
+            callable returning anything but a str a ``TypeError``, at the call.
         cost: as a pipeline policy or decorator (alone or inside :func:`all_of`): units per
             call (an int, or a callable over the call's arguments, e.g. estimated tokens).
             Default 1.
@@ -293,12 +346,18 @@ class SlidingWindowLimiter(_WindowPolicy):
         fallback: FallbackMode = "local",
     ) -> None:
         self.limit = positive_int("limit", limit)
+        if self.limit > MAX_LIMIT:
+            raise ValueError(
+                f"limit must be <= MAX_LIMIT = 2**40 ({MAX_LIMIT}, the most a Redis store "
+                f"counts exactly), got {limit}"
+            )
         self.window = positive_seconds("window", window)
+        if self.window < _MIN_WINDOW:
+            raise ValueError(f"window must be at least {_MIN_WINDOW:g} seconds, got {window}")
         self.guard = DEFAULT_GUARD if guard is None else non_negative_seconds("guard", guard)
         self.name = check_name(name)
         self.store = with_fallback(check_store(store, "window_acquire"), fallback)
-        check_key(key)
-        self._key = key
+        self._key = check_key(key)
         self.cost = _check_cost_spec(cost)
         if isinstance(self.cost, int) and self.cost > self.limit:
             raise ValueError(f"cost must be <= limit ({self.limit}), got {self.cost}")
@@ -343,8 +402,7 @@ class AllOf(_WindowPolicy):
         self._limits = tuple(lim._limits[0] for lim in limiters)
         self._cost_specs = tuple(lim.cost for lim in limiters)
         self._static_costs = _static(self._cost_specs)
-        check_key(key)
-        self._key = key
+        self._key = check_key(key)
         self._timeout = None if timeout is None else non_negative_seconds("timeout", timeout)
 
     def __repr__(self) -> str:

@@ -19,6 +19,10 @@
 -- Invariant: every entry sits at a time `at` such that the log's entries in any half-open
 -- interval (t - window, t] containing `at` weigh at most `limit` in total. A rejected request
 -- writes nothing.
+-- Exactness: Lua numbers are doubles, exact up to 2^53. Limits and costs are at most 2^40
+-- (the limiter's MAX_LIMIT), and a log never weighs more than 2^52 (2^52 = 4503599627370496,
+-- admitted plus reserved entries): a request that would take it beyond is refused like one
+-- whose slot lies beyond max_wait, so every sum below is exact.
 --
 -- Cost (this runs on every decision): while every entry weighs 1 (x = 0, the requests-per-
 -- window case) a decision is TIME, HMGET, ZCOUNT of the live entries and ZADD. Entries that
@@ -44,6 +48,7 @@ end
 
 local at = now
 local remaining = math.huge
+local over = false
 local xs, ends = {}, {}
 for i = 1, nlimits do
   local z, m = KEYS[2 * i - 1], KEYS[2 * i]
@@ -70,9 +75,13 @@ for i = 1, nlimits do
     n = redis.call('ZCOUNT', z, horizon + 1, '+inf')
   end
   xs[i] = x
+  -- A log without live entries may have lost its key since `e` was set (a release or a trim
+  -- removed its last entry, and Redis deletes an empty zset): set its expiry again below.
+  if n == 0 then ends[i] = 0 end
   local total = n + x
   local a = now
   if total + cost > limit then
+    if total + cost > 4503599627370496 then over = true end
     -- The request fits once `need` of the oldest live weight has left the window.
     local need = total + cost - limit
     a = now + window -- if the log cannot say (cost above limit): one window, conservatively
@@ -99,7 +108,7 @@ for i = 1, nlimits do
 end
 
 local wait = at - now
-if wait > 0 and (max_wait < 0 or wait > max_wait) then
+if wait > 0 and (max_wait < 0 or wait > max_wait or over) then
   return string.format('0 %d %d', math.max(remaining, 0), wait)
 end
 

@@ -7,6 +7,10 @@ Each log keeps its entries in three parallel lists (slot time, weight, token) so
 time, with a ``head`` index before which entries have left the window: trimming moves ``head``
 instead of shifting the lists, and the dead prefix is dropped once it is larger than the live
 part, so a decision costs O(log n) amortized however long the log is.
+
+Python's ints are exact at any size, Lua's doubles only up to 2**53: like the script, a log
+never weighs more than :data:`MAX_WEIGHT` (admitted plus reserved), so both stores decide the
+same.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ from collections.abc import Sequence
 from resilience.stores.base import WindowLimit, WindowResult
 from resilience.stores.memory.core import MemoryCore
 
-__all__ = ["MemoryWindow"]
+__all__ = ["MAX_WEIGHT", "MemoryWindow"]
+
+#: The most a log may weigh, admitted plus reserved entries (2**52, as in
+#: ``window_acquire.lua``): a request that would take it beyond is refused.
+MAX_WEIGHT = 2**52
 
 _SWEEP_EVERY = 4096
 # WindowResult._make is tuple.__new__ (C), several times cheaper than the NamedTuple's __new__.
@@ -132,19 +140,24 @@ class MemoryWindow(MemoryCore):
             if remaining >= cost:
                 remaining -= cost
             wait = at - now
-            if wait > 0 and (max_wait_us < 0 or wait > max_wait_us):
+            if wait > 0 and (
+                max_wait_us < 0 or wait > max_wait_us or log.total + cost > MAX_WEIGHT
+            ):
                 return _result((False, remaining if remaining > 0 else 0, wait, ""))
             token = str(next(self._tokens))
             log.insert(at, token, cost)
             return _result((True, remaining if remaining > 0 else 0, wait, token))
         at = now
         rem: int | None = None
+        over = False
         logs = []
         for lim, cost in zip(limits, costs, strict=True):
             log = self._log(lim, key)
             logs.append(log)
             log.trim(now - lim.window_us)
             at = max(at, log.earliest(now, lim.window_us, lim.limit, cost), log.penalty)
+            if log.total + cost > MAX_WEIGHT:
+                over = True
             free = lim.limit - log.total
             if free >= cost:
                 free -= cost
@@ -152,7 +165,7 @@ class MemoryWindow(MemoryCore):
                 rem = free
         remaining = max(rem or 0, 0)
         wait = at - now
-        if wait > 0 and (max_wait_us < 0 or wait > max_wait_us):
+        if wait > 0 and (max_wait_us < 0 or wait > max_wait_us or over):
             return WindowResult(False, remaining, wait, "")
         token = str(next(self._tokens))
         for log, cost in zip(logs, costs, strict=True):

@@ -8,6 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
+from resilience.stores.keys import check_prefix
 from resilience.stores.redis.breaker import RedisBreaker
 from resilience.stores.redis.budget import RedisBudget
 from resilience.stores.redis.presence import RedisPresence
@@ -35,7 +36,8 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
 
     Args:
         client: a ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``.
-        prefix: the first segment of every key.
+        prefix: the first segment of every key: a non-empty str of text (no lone surrogate)
+            without braces; anything else fails here, naming ``prefix``.
         timeout: the longest one store call may take, in seconds (pool wait excluded); past
             it the call fails with :class:`resilience.StoreUnavailable` (see
             :mod:`resilience.stores.health`). Default: the client's ``socket_timeout`` if it
@@ -62,6 +64,7 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
         max_concurrency: int | None = None,
         timeout: float | None = None,
     ) -> None:
+        check_prefix(prefix)
         if max_concurrency is None:
             if isinstance(client, RedisCluster):
                 # Each node's pool raises MaxConnectionsError when full, and a hot key lives on

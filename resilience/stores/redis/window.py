@@ -83,7 +83,9 @@ class RedisWindow(RedisCore):
         if type(r) is int:  # admitted now
             return _result((True, r, 0, token))
         allowed, remaining, wait = r.split()
-        return _result((allowed in (b"1", "1"), int(remaining), int(wait), token))
+        if allowed in (b"1", "1"):  # admitted into a reserved slot
+            return _result((True, int(remaining), int(wait), token))
+        return _result((False, int(remaining), int(wait), ""))  # refused: no entry, no token
 
     async def window_release(
         self, limits: Sequence[WindowLimit], key: str, costs: Sequence[int], token: str
