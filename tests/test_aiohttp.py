@@ -80,7 +80,10 @@ def fast_retry(attempts: int = 4, **kw: Any) -> Retry:
         (502, "GET", {}, True),
         (503, "GET", {}, True),
         (504, "GET", {}, True),
-        (500, "GET", {}, False),
+        (500, "GET", {}, True),  # every 5xx, as the AI SDKs do (docs/http.md)
+        (529, "GET", {}, True),
+        (529, "POST", {}, True),  # overloaded: provably not processed
+        (409, "GET", {}, True),
         (400, "GET", {}, False),
         (404, "GET", {}, False),
         (503, "POST", {}, False),  # may have been executed
@@ -113,6 +116,21 @@ async def test_raise_for_status_classifies(
     assert exc.retry_after_source == ("retry_after" if retryable else None)
     assert exc.headers is not None
     assert exc.headers["Retry-After"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("status", "should_retry", "retryable"),
+    [(503, "false", False), (400, "true", True), (429, "False", False)],
+)
+async def test_the_servers_x_should_retry_wins_over_the_status(
+    server: Server, status: int, should_retry: str, retryable: bool
+) -> None:
+    server.script.append((status, {"x-should-retry": should_retry, "Retry-After": "2"}))
+    async with aiohttp.ClientSession() as session, session.get(server.url + "/x") as resp:
+        with pytest.raises(HTTPStatusError) as info:
+            raise_for_status(resp)
+    assert isinstance(info.value, Retryable) is retryable
+    assert info.value.retry_after == (2.0 if retryable else None)
 
 
 async def test_success_is_returned(server: Server) -> None:

@@ -11,7 +11,7 @@ from typing import Literal
 
 import aiohttp
 
-from resilience.aiohttp.classify import RETRYABLE_STATUSES, is_idempotent, raise_for_status
+from resilience.aiohttp.classify import is_idempotent, is_retryable_status, raise_for_status
 from resilience.aiohttp.headers import DEFAULT_MAX_RETRY_AFTER
 from resilience.pipeline import CallContext, Pipeline, Policy
 
@@ -33,9 +33,10 @@ class ResilienceMiddleware:
             :class:`resilience.SlidingWindowLimiter`.
         raise_for_status: which responses the middleware turns into exceptions (after releasing
             them), so that the breaker counts them and a ``Retry-After`` penalizes the limiter
-            key: ``"retryable"`` (default) the statuses in
-            :data:`~resilience.aiohttp.RETRYABLE_STATUSES` (429, 408, 502, 503, 504), ``"all"``
-            every status ≥ 400, ``"never"`` none (the breaker then sees only transport errors).
+            key: ``"retryable"`` (default) the statuses of
+            :func:`~resilience.aiohttp.is_retryable_status` (408, 409, 425, 429, 529, 5xx),
+            ``"all"`` every status ≥ 400, ``"never"`` none (the breaker then sees only
+            transport errors).
             The exception is a :class:`~resilience.aiohttp.RetryableHTTPStatus` when retrying is
             safe for the request (see :func:`~resilience.aiohttp.raise_for_status`), else an
             :class:`~resilience.aiohttp.HTTPStatusError`.
@@ -75,7 +76,7 @@ class ResilienceMiddleware:
         if self.raise_for == "all":
             return status >= 400
         if self.raise_for == "retryable":
-            return status in RETRYABLE_STATUSES
+            return is_retryable_status(status)
         return False
 
     async def __call__(
