@@ -44,6 +44,7 @@ from typing import Any, NamedTuple, TypeVar
 from resilience import telemetry
 from resilience.errors import RateLimited, ResilienceError
 from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
+from resilience.policies._hints import requested_wait
 from resilience.policies._validate import (
     MAX_LIMIT,
     MAX_SECONDS,
@@ -268,8 +269,11 @@ class _WindowPolicy(PolicyBase):
     async def execute(self, call: Callable[[], Awaitable[T]], ctx: CallContext) -> T:
         """Pipeline policy: wait for a permit (bounded by the call's deadline), then call.
 
-        If the call fails with an exception carrying ``retry_after`` (an upstream 429 with
-        ``Retry-After``), the key is penalized for that long.
+        If the call fails with an exception that asks for a wait (a ``retry_after`` attribute,
+        or an upstream 429 whose headers carry ``retry-after-ms``, ``Retry-After`` or a
+        rate-limit reset, from any HTTP client or AI SDK: see
+        :func:`resilience.policies._hints.requested_wait`), the key is paused for that long,
+        fleet-wide.
         """
         spec = self._key
         if spec is None:
@@ -288,15 +292,10 @@ class _WindowPolicy(PolicyBase):
         try:
             return await call()
         except Exception as exc:
-            hint = getattr(exc, "retry_after", None)
-            if (
-                not isinstance(exc, ResilienceError)
-                and isinstance(hint, (int, float))
-                and math.isfinite(hint)
-                and hint > 0
-            ):
+            hint = None if isinstance(exc, ResilienceError) else requested_wait(exc)
+            if hint is not None and hint.seconds > 0:
                 try:
-                    await self.penalize(min(hint, MAX_SECONDS), key)
+                    await self.penalize(min(hint.seconds, MAX_SECONDS), key)
                 except ResilienceError:
                     logger.warning("rate limiter %r: could not record a penalty", self.name)
             raise

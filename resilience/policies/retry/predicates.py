@@ -2,13 +2,22 @@
 
 Default (``retry_on=None``), an exception is retried when it
 
-- subclasses :class:`resilience.Retryable`, or carries a numeric ``retry_after`` attribute
-  (a retry hint), or
+- subclasses :class:`resilience.Retryable`, or
 - is a :class:`TimeoutError` (including ``asyncio.TimeoutError`` on 3.10) or a
-  :class:`ConnectionError`;
+  :class:`ConnectionError`, or
+- carries an HTTP outcome that :func:`resilience.http.classify` calls retryable, whatever the
+  client: the AI SDKs' status errors and connection errors, httpx's ``HTTPStatusError`` and
+  ``TransportError`` family, aiohttp's errors (408, 409, 425, 429, 529 and 5xx; transport
+  failures; an ``overloaded_error`` in a stream; the server's ``x-should-retry``), but never a
+  caller's fault (400, 401, 403, 404, 413, 422) nor a 429 about billing
+  (``insufficient_quota``, spend limits): those fail at once; see ``docs/http.md``; or
+- carries no HTTP outcome but a numeric ``retry_after`` attribute (a retry hint);
 
-and never otherwise. The library's own errors follow fixed rules whatever ``retry_on`` says,
-unless ``retry_on`` names one of their types explicitly:
+and never otherwise. An exception's own ``retryable`` flag (``resilience.aiohttp``'s errors,
+decided with the request's method) is taken as it is.
+
+The library's own errors follow fixed rules whatever ``retry_on`` says, unless ``retry_on``
+names one of their types explicitly:
 
 - :class:`resilience.RateLimited` is never retried: the limiter already waited as long as the
   call's deadline allowed, so another attempt could only fail the same way;
@@ -26,11 +35,12 @@ propagate at once.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 from resilience.errors import CircuitOpen, ResilienceError, Retryable
+from resilience.http import classify
+from resilience.policies._hints import requested_wait
 
 __all__ = [
     "ExceptionPredicate",
@@ -50,26 +60,17 @@ _TRANSIENT = (TimeoutError, asyncio.TimeoutError, ConnectionError)
 
 
 def hint_of(obj: object) -> float | None:
-    """``obj.retry_after`` as seconds when it is a finite number ``>= 0``, else ``None``."""
-    h: Any = getattr(obj, "retry_after", None)
-    if h is None or isinstance(h, bool) or not isinstance(h, (int, float)):
-        return None
-    v = float(h)
-    if not math.isfinite(v) or v < 0:
-        return None
-    return v
+    """The wait ``obj`` asks for, in seconds, or ``None`` (see
+    :func:`resilience.policies._hints.requested_wait`)."""
+    h = requested_wait(obj)
+    return None if h is None else h.seconds
 
 
 def hint_source_of(obj: object) -> Literal["retry_after", "rate_limit_header"]:
-    """Where ``obj``'s ``retry_after`` hint came from, for telemetry's delay source.
-
-    ``"rate_limit_header"`` when ``obj.retry_after_source`` says so (the errors of
-    :mod:`resilience.aiohttp` set it when the hint came from a ``RateLimit`` /
-    ``X-RateLimit-Reset`` field's reset), else ``"retry_after"``.
-    """
-    if getattr(obj, "retry_after_source", None) == "rate_limit_header":
-        return "rate_limit_header"
-    return "retry_after"
+    """Where ``obj``'s wait hint came from, for telemetry's delay source (``"retry_after"``
+    when it has none)."""
+    h = requested_wait(obj)
+    return "retry_after" if h is None else h.source
 
 
 def _library_rule(exc: ResilienceError) -> bool:
@@ -83,6 +84,12 @@ def default_retryable(exc: Exception) -> bool:
         return _library_rule(exc)
     if isinstance(exc, (Retryable, *_TRANSIENT)):
         return True
+    flag = getattr(exc, "retryable", None)
+    if isinstance(flag, bool):
+        return flag
+    c = classify(exc)
+    if c is not None:
+        return c.retryable
     return hint_of(exc) is not None
 
 

@@ -7,15 +7,20 @@ Semantics of one call under ``Retry(attempts, backoff=..., deadline=..., budget=
    :mod:`resilience.policies.retry.predicates`), that exception propagates unchanged (with a
    note when earlier attempts failed).
 2. Otherwise the next delay is ``max(backoff(attempt, previous_delay), retry_after)``, capped at
-   the strategy's ``max``; ``retry_after`` is the failure's hint (an attribute of the exception
-   or of the flagged result). When the hint wins, the telemetry delay source is
-   ``"rate_limit_header"`` if the failure's ``retry_after_source`` says the hint came from a
-   rate-limit header's reset (as :mod:`resilience.aiohttp`'s errors do), else
-   ``"retry_after"``; otherwise it is ``"backoff"``.
+   the strategy's ``max``; ``retry_after`` is the wait the failure asks for
+   (:func:`resilience.policies._hints.requested_wait`: a ``retry_after`` attribute of the
+   exception or flagged result, else the server's ``retry-after-ms`` / ``Retry-After`` /
+   rate-limit reset carried by an HTTP error of any client or AI SDK). When the hint wins, the
+   telemetry delay source is ``"rate_limit_header"`` if it came from a rate-limit field's
+   reset, else ``"retry_after"``; otherwise it is ``"backoff"``. One exception to the cap: a
+   :class:`resilience.CircuitOpen` whose break ends before the call's deadline is waited out
+   whole, however long, so the next attempt can be the half-open probe (a worker with a 60 s
+   deadline does not lose its job to a 30 s break).
 3. The retrier gives up, re-raising the last exception, when: ``attempts`` are used up; the
    delay would end at or past the deadline (no attempt starts after it); a
-   :class:`resilience.CircuitOpen` would still be open after the capped delay; or the budget
-   refuses the retry. A flagged *result* is returned instead of raised.
+   :class:`resilience.CircuitOpen` would still be open after the delay (without a deadline,
+   the capped delay); or the budget refuses the retry. A flagged *result* is returned instead
+   of raised.
 4. It logs the retry, sleeps, and runs the next attempt.
 
 On giving up, the exception carries a PEP 678 note listing each attempt's error and delay.
@@ -267,7 +272,16 @@ class Retry(PolicyBase):
                     delay = hint
                     source = hint_source_of(exc if exc is not None else result)
                 if delay > self._cap:
-                    delay = self._cap
+                    # A break that ends within the call's deadline is waited out, past the
+                    # cap: the next attempt can be the half-open probe.
+                    delay = (
+                        hint
+                        if isinstance(exc, CircuitOpen)
+                        and hint is not None
+                        and ctx.deadline is not None
+                        and _monotonic() + hint < ctx.deadline
+                        else self._cap
+                    )
                 if isinstance(exc, CircuitOpen) and hint is not None and delay < hint:
                     reason = "circuit_open"
                 elif ctx.deadline is not None and _monotonic() + delay >= ctx.deadline:
