@@ -155,8 +155,9 @@ class BreakerSpec:
 
 #: The three states of a breaker, as they cross the store seam.
 BreakerStateName = Literal["closed", "open", "half_open"]
-#: What a breaker records about one call (``ignore``: neither, e.g. a cancelled probe).
-BreakerOutcomeName = Literal["ok", "fail", "ignore"]
+#: What a breaker records about one call (``ignore``: neither, e.g. a cancelled probe), or
+#: ``restore``: not a call's outcome, the re-seeding of an open state the store has lost.
+BreakerOutcomeName = Literal["ok", "fail", "ignore", "restore"]
 #: Operator actions of :meth:`BreakerOps.breaker_admin` (``state`` only reads).
 BreakerAction = Literal["state", "open", "close", "reset"]
 #: Receives each transition message of :meth:`BreakerOps.breaker_subscribe`.
@@ -169,7 +170,10 @@ class BreakerReply(NamedTuple):
     Attributes:
         state: the breaker's state after the operation. ``breaker_admin("state")`` reports an
             open breaker whose break has ended as ``"half_open"`` (the next call would probe).
-        gen: the generation after the operation; every transition increments it.
+        gen: the generation after the operation; every transition increments it. ``0``
+            means the store holds no state for the key: never written, or lost (a Redis
+            restarted without persistence). Every write of the state sets a generation
+            ``>= 1``, so a lost open state is never mistaken for a written close.
         wait_us: when ``state`` is ``"open"``, the time left until the break ends (0 if it has
             ended); for a refused acquire in half-open, the time until the earliest probe lease
             expires; otherwise 0.
@@ -203,6 +207,12 @@ class BreakerOps(Protocol):
     trips since the last close), ``probe_ok``, a log of failure times and a set of probe
     leases. Every transition happens inside one operation, so it happens exactly once however
     many processes race, and increments ``gen``.
+
+    A state value that no operation writes (e.g. ``state=bogus`` written into Redis by hand)
+    is read as ``closed`` (with the stored generation) and logged as a warning once per key
+    and store. The failure log holds no entry older than the window for long: Redis expires
+    it ``window_us`` + 1 s after its last failure, the memory store drops it when its newest
+    entry leaves the window (a timer on the event loop, nothing on the success path).
     """
 
     async def breaker_acquire(self, spec: BreakerSpec, key: str) -> BreakerReply:
@@ -230,6 +240,14 @@ class BreakerOps(Protocol):
         """Record the outcome of a call admitted in generation ``gen`` (with probe ``token``,
         or ``""``). ``hint_us`` > 0 is an upstream ``Retry-After`` carried by a failure.
 
+        - ``restore`` (any state; not a call's outcome): a process re-seeds an open state
+          it learned (generation ``gen``, ``hint_us`` left) that the store has lost. Applied
+          only if the stored generation is lower than ``gen`` and the stored state is not a
+          written close (generation 0, no state, always qualifies): the state becomes open
+          until ``now + hint_us`` (or the stored open deadline if later), generation
+          ``gen``, ``trips`` at least 1, failures and leases cleared, published as
+          ``open``; ``old`` stays ``""`` (not a transition). Otherwise nothing changes and
+          the reply (the current state) is ``stale``.
         - half-open: the token must still hold a lease (it is removed), else ``stale``.
           ``fail`` reopens (``trips + 1``; break ``min(break_us * 2**(trips-1), max_break_us)``,
           at least ``hint_us``); ``ok`` increments ``probe_ok`` and closes at

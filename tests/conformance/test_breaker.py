@@ -288,3 +288,35 @@ async def test_cb8_cancellation_is_never_a_failure_and_returns_the_probe(store) 
     assert await cb.call(ok) == "ok"
     assert time.monotonic() - t0 < 5
     assert await cb.state() == "closed"
+
+
+# ---------------------------------------------------------------- re-seeding a lost state
+
+
+async def test_restore_rewrites_a_lost_open_state_with_its_generation(store) -> None:
+    """``restore``: a process re-seeds the open state (generation, time left) it knows."""
+    sp = spec(2, 60, 30)
+    r = await store.breaker_record(sp, "", "restore", 7, "", 20 * S)
+    assert (r.state, r.gen, r.old, r.stale) == ("open", 7, "", False)
+    assert 19.9 * S < r.wait_us <= 20 * S
+    d = await store.breaker_acquire(sp, "")
+    assert (d.permit, d.gen) == ("deny", 7)
+    assert 19 * S < d.wait_us <= 20 * S
+    # Idempotent: the same (or an older) generation changes nothing.
+    again = await store.breaker_record(sp, "", "restore", 7, "", 50 * S)
+    assert again.stale
+    assert again.wait_us <= 20 * S
+    # Generations go on from there.
+    assert (await store.breaker_admin(sp, "", "close", 0)).gen == 8
+
+
+async def test_restore_never_shortens_a_break_nor_overrides_a_written_close(store) -> None:
+    sp = spec(1, 60, 30)
+    await trip(store, sp, key="long")  # generation 1, open for 30 s
+    r = await store.breaker_record(sp, "long", "restore", 5, "", 10 * S)
+    assert (r.state, r.gen, r.stale) == ("open", 5, False)
+    assert 29 * S < r.wait_us <= 30 * S  # the longer break is kept
+    await store.breaker_admin(sp, "closed", "close", 0)  # generation 1, a written close
+    c = await store.breaker_record(sp, "closed", "restore", 5, "", 10 * S)
+    assert (c.state, c.gen, c.stale) == ("closed", 1, True)
+    assert (await store.breaker_acquire(sp, "closed")).permit == "allow"

@@ -2,6 +2,7 @@
 
 from resilience.policies.breaker.breaker import (
     DEFAULT_STATE_REFRESH,
+    MIN_DURATION,
     BreakerState,
     CircuitBreaker,
     StateChange,
@@ -11,6 +12,7 @@ from resilience.policies.breaker.interop import PyBreakerPolicy, pybreaker_polic
 
 __all__ = [
     "DEFAULT_STATE_REFRESH",
+    "MIN_DURATION",
     "BreakerState",
     "CircuitBreaker",
     "PyBreakerPolicy",

@@ -18,7 +18,25 @@ Semantics (the same on every store; times on the store's clock, Redis ``TIME`` f
   started in an earlier one is ignored (no double counting across a trip or a re-close).
 - **Exactly once.** Each transition is made by one atomic store operation, so it happens
   once fleet-wide; listeners and telemetry fire only in the process that made it.
-- **Cancellation** is never a failure, and a cancelled probe returns its permit at once.
+- **Cancellation** is never a failure and never leaks a probe permit. A caller cancelled at
+  any point keeps every promise made for it: a probe cancelled while it runs returns its
+  permit at once; a store operation it had started (acquire, the record of an outcome, an
+  operator action) is shielded and completes in the background, so a granted probe is
+  returned, an outcome is still recorded, and a transition that operation made is still
+  reported (listeners, log, telemetry; the span event only if the call's span is still
+  open). Listeners of a transition all run even if the caller is cancelled while an
+  ``async`` one runs (the rest run in the background).
+- **Lost state.** A process that learned an open deadline refuses calls until it, even if
+  the store forgets the breaker (a Redis restart without persistence, a flush): a missing
+  state reads as generation 0, older than any transition, and is not a close. The process
+  then re-seeds the store with the open state it knew (same generation, same deadline), in
+  the background, so the rest of the fleet is refused too. A close that is written (a
+  successful probe, an operator's ``close`` or ``reset``) is obeyed at once, even one
+  written after the loss.
+- **Durations** (``window``, ``break_duration``, ``max_break_duration``, ``probe_lease``,
+  ``open(duration=...)``) are at least :data:`MIN_DURATION` (1 ms): stores count whole
+  microseconds and expire keys in milliseconds, and a duration rounding to 0 would silently
+  disable what it bounds (a zero probe lease lets every caller probe).
 
 Round trips to a shared store: while the process believes the breaker closed, calls are
 admitted locally and that belief is refreshed at most every ``state_refresh`` seconds (and
@@ -41,12 +59,13 @@ elsewhere is pushed too).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import math
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Literal, NamedTuple, TypeVar
 
 from resilience import telemetry
@@ -61,13 +80,20 @@ from resilience.policies._validate import (
     positive_int,
     positive_seconds,
 )
-from resilience.stores.base import BreakerOutcomeName, BreakerReply, BreakerSpec, Store
-from resilience.stores.fallback import FallbackMode, with_fallback
+from resilience.stores.base import (
+    BreakerAction,
+    BreakerOutcomeName,
+    BreakerReply,
+    BreakerSpec,
+    Store,
+)
+from resilience.stores.fallback import FallbackMode, FallbackStore, with_fallback
 from resilience.stores.keys import breaker_tag
 from resilience.stores.memory import MemoryStore
 
 __all__ = [
     "DEFAULT_STATE_REFRESH",
+    "MIN_DURATION",
     "BreakerState",
     "CircuitBreaker",
     "FailurePredicate",
@@ -81,6 +107,11 @@ logger = logging.getLogger("resilience")
 
 #: ``state_refresh`` of a breaker on a shared store when none is given (seconds).
 DEFAULT_STATE_REFRESH = 1.0
+
+#: The shortest duration a breaker accepts (seconds): 1 ms. Stores count whole microseconds
+#: and Redis expires keys in milliseconds; anything shorter would round towards 0 and
+#: disable what it bounds (e.g. a probe lease of 0 lets every caller probe).
+MIN_DURATION = 0.001
 
 BreakerState = Literal["closed", "open", "half_open"]
 #: A predicate over an exception: ``True`` means the exception counts as a failure.
@@ -171,6 +202,28 @@ def _check_failure_on(value: object) -> Callable[[BaseException], bool] | None:
     )
 
 
+def _duration(name: str, value: object) -> float:
+    """A breaker duration: finite, at most ``MAX_SECONDS`` and at least :data:`MIN_DURATION`."""
+    v = positive_seconds(name, value)
+    if v < MIN_DURATION:
+        raise ValueError(
+            f"{name} must be at least {MIN_DURATION} seconds (stores count whole microseconds "
+            f"and expire keys in milliseconds), got {value}"
+        )
+    return v
+
+
+def _open_ctx(ctx: CallContext | None) -> CallContext | None:
+    """``ctx`` if its call span is still open (or it has none), else ``None``: a transition
+    reported after the caller was cancelled still counts, but cannot annotate an ended span."""
+    if ctx is None:
+        return None
+    span = telemetry.call_span(ctx)
+    if span is not None and not span.is_recording():
+        return None
+    return ctx
+
+
 def _hint_us(obj: object) -> int:
     """An upstream ``retry_after`` hint carried by an exception or result, in µs (0: none)."""
     hint = getattr(obj, "retry_after", None)
@@ -193,6 +246,12 @@ class CircuitBreaker(PolicyBase):
         break_duration: seconds the breaker stays open before it lets probes through
             (default 30). An upstream ``retry_after`` hint on the failure that trips it, or
             on one arriving while it is open, keeps it open at least that long.
+
+            Every duration option (``window``, ``break_duration``, ``max_break_duration``,
+            ``probe_lease``) must lie in ``[MIN_DURATION, MAX_SECONDS]``: at least 0.001 s
+            (1 ms, the smallest duration that survives the stores' microsecond and
+            millisecond units with room to spare), at most about 3 years; otherwise
+            ``ValueError`` naming the parameter, the same whatever the store.
         store: where the state lives: :class:`resilience.RedisStore` to share it across
             processes; default, the process-wide :class:`resilience.MemoryStore`. Breakers
             with the same ``name`` in the same store share their state (per key).
@@ -220,11 +279,16 @@ class CircuitBreaker(PolicyBase):
         state_refresh: seconds a process trusts "closed" without asking the store: the
             staleness bound of a breaker opened by another process (a process also learns the
             state from every failure it records). ``0`` asks the store on every call and never
-            caches an open deadline. Default: :data:`DEFAULT_STATE_REFRESH` for a shared store,
-            ``0`` for a :class:`resilience.MemoryStore` (whose decisions are already local).
+            skips the store on a cached open deadline (a deadline it learned still holds if
+            the store has lost the state). Default: :data:`DEFAULT_STATE_REFRESH` for a
+            shared store, ``0`` for a :class:`resilience.MemoryStore` (whose decisions are
+            already local). Any finite value in ``[0, MAX_SECONDS]``: it never reaches the
+            store, so it has no minimum.
         listeners: callables receiving each :class:`StateChange` made by this process (plain
-            functions, or ``async def`` hooks whose coroutines are awaited). A listener that
-            raises is logged and ignored.
+            functions, or ``async def`` hooks whose coroutines are awaited), in order, once
+            per transition. A listener that raises is logged and ignored. If the caller is
+            cancelled while an ``async`` listener runs, that listener and the later ones
+            complete in the background.
         fallback: what to do when the store is unreachable: ``"local"`` (default: a local
             breaker with the same thresholds decides; a deadline already known stays in
             force), ``"allow"`` (let calls through) or ``"deny"`` (raise
@@ -254,8 +318,8 @@ class CircuitBreaker(PolicyBase):
         fallback: FallbackMode = "local",
     ) -> None:
         self.failure_threshold = positive_int("failure_threshold", failure_threshold)
-        self.window = positive_seconds("window", window)
-        self.break_duration = positive_seconds("break_duration", break_duration)
+        self.window = _duration("window", window)
+        self.break_duration = _duration("break_duration", break_duration)
         self.name = check_name(name)
         self.half_open_max_calls = positive_int("half_open_max_calls", half_open_max_calls)
         self.success_threshold = positive_int("success_threshold", success_threshold)
@@ -269,16 +333,14 @@ class CircuitBreaker(PolicyBase):
         if max_break_duration is None:
             self.max_break_duration = self.break_duration
         else:
-            self.max_break_duration = positive_seconds("max_break_duration", max_break_duration)
+            self.max_break_duration = _duration("max_break_duration", max_break_duration)
             if self.max_break_duration < self.break_duration:
                 raise ValueError(
                     f"max_break_duration must be >= break_duration ({self.break_duration}), "
                     f"got {max_break_duration}"
                 )
         self.probe_lease = (
-            self.break_duration
-            if probe_lease is None
-            else positive_seconds("probe_lease", probe_lease)
+            self.break_duration if probe_lease is None else _duration("probe_lease", probe_lease)
         )
         local = isinstance(self.store, MemoryStore)
         if state_refresh is None:
@@ -286,7 +348,9 @@ class CircuitBreaker(PolicyBase):
         else:
             self.state_refresh = non_negative_seconds("state_refresh", state_refresh)
         # A MemoryStore decides without suspending, so its replies cannot be lost to a
-        # cancellation; a remote store's acquire is shielded so a granted probe is returned.
+        # cancellation, and it cannot lose state behind this process's back. A remote store's
+        # operations are shielded (a reply is always processed: a granted probe returned, a
+        # transition reported), and the open deadlines learned from it are kept.
         self._shield = not local
         if isinstance(listeners, str) or not isinstance(listeners, Iterable):
             raise TypeError("listeners must be an iterable of callables")
@@ -309,7 +373,15 @@ class CircuitBreaker(PolicyBase):
         self._tags: dict[str, str] = {}  # breaker_tag(name, key) -> key, for pushed events
         self._events_loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
+        # key -> (generation, monotonic deadline) of an open state learned from the store
+        # (remote stores only): kept until the deadline even if the store forgets it.
+        self._opens: dict[str, tuple[int, float]] = {}
+        self._reseeding: set[str] = set()
+        # Decisions the fallback took instead of the shared store (to tell its replies apart).
+        self._fallback_stats = self.store.stats if isinstance(self.store, FallbackStore) else None
+        # The pushed-events subscription delivered its first "" (later ones: re-established).
+        self._events_up = False
 
     def __repr__(self) -> str:
         return (
@@ -334,9 +406,28 @@ class CircuitBreaker(PolicyBase):
         """The registered listeners, in call order."""
         return tuple(self._listeners)
 
+    # ------------------------------------------------------------------ transitions
+
     async def _transition(self, key: str, reply: BreakerReply, ctx: CallContext | None) -> None:
+        """Report the transition ``reply`` made, if any; the listeners run before this returns.
+
+        If the caller is cancelled while an ``async`` listener runs, the cancellation
+        propagates at once and the remaining listeners still run, in the background.
+        """
         if not reply.old or reply.old == reply.state:
             return
+        rest = self._announce(key, reply, ctx)
+        if rest is not None:
+            await asyncio.shield(rest)
+
+    def _announce(
+        self, key: str, reply: BreakerReply, ctx: CallContext | None
+    ) -> asyncio.Task[None] | None:
+        """Report a transition this process made: telemetry, log, then each listener in order.
+
+        Returns the task running the listeners from the first ``async`` one on (``None`` when
+        every listener has run already).
+        """
         change = StateChange(self.name, key, reply.old, reply.state)  # type: ignore[arg-type]
         telemetry.breaker_state_change(ctx, breaker=self.name, old=reply.old, new=reply.state)
         logger.info(
@@ -347,46 +438,173 @@ class CircuitBreaker(PolicyBase):
             reply.state,
             extra={"breaker": self.name, "key": key, "old": reply.old, "new": reply.state},
         )
-        for fn in tuple(self._listeners):
+        listeners = tuple(self._listeners)
+        for i, fn in enumerate(listeners):
+            try:
+                r = fn(change)
+            except Exception:
+                logger.exception("circuit breaker %r: listener %r failed", self.name, fn)
+                continue
+            if inspect.isawaitable(r):
+                task = asyncio.ensure_future(self._notify(change, fn, r, listeners[i + 1 :]))
+                self._keep(task)
+                return task
+        return None
+
+    async def _notify(
+        self,
+        change: StateChange,
+        fn: StateListener,
+        pending: Awaitable[object],
+        rest: Sequence[StateListener],
+    ) -> None:
+        try:
+            await pending
+        except Exception:
+            logger.exception("circuit breaker %r: listener %r failed", self.name, fn)
+        for fn in rest:
             try:
                 r = fn(change)
                 if inspect.isawaitable(r):
                     await r
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 logger.exception("circuit breaker %r: listener %r failed", self.name, fn)
 
     # ------------------------------------------------------------------ local view
 
-    def _learn(self, key: str, reply: BreakerReply) -> None:
+    def _learn(self, key: str, reply: BreakerReply, local: bool = False) -> float:
+        """Update what this process believes about ``key`` from a store reply (``local``: the
+        fallback's, the shared store did not answer).
+
+        Returns the seconds left of an open state this process knows and the store has lost
+        or cannot confirm (the call must be refused; the store is being re-seeded), else 0.
+        """
+        left = 0.0
+        known: tuple[int, float] | None = None
+        if self._shield and (self._opens or reply.state == "open"):
+            known = self._check_open(key, reply, local)
         if self.state_refresh <= 0:
-            return
+            return known[1] - time.monotonic() if known is not None else left
         if self._events_loop is not asyncio.get_running_loop():
             self._subscribe()
         views = self._views
         v = views.get(key)
         now = time.monotonic()
-        if v is not None and (reply.gen < v.floor or (reply.gen < v.gen and now < v.fresh_until)):
-            return  # an older reply overtaken by a newer one (or by an announced transition)
-        if reply.state == "closed":
+        state, gen = reply.state, reply.gen
+        if known is not None:
+            gen, fresh = known
+            state = "open"
+            left = fresh - now
+        elif state == "closed":
             fresh = now + self.state_refresh
-        elif reply.state == "open" and reply.wait_us > 0:
+        elif state == "open" and reply.wait_us > 0:
             fresh = now + reply.wait_us / 1e6
         else:
             views.pop(key, None)
-            return
+            return left
+        if v is not None and (gen < v.floor or (gen < v.gen and now < v.fresh_until)):
+            return left  # an older reply overtaken by a newer one (or by an announced transition)
         if v is None:
             if len(views) >= _VIEW_MAX:
                 views.clear()
                 self._tags.clear()
-            views[key] = _View(reply.state, reply.gen, fresh)
+            views[key] = _View(state, gen, fresh)
             if len(self._tags) < _VIEW_MAX:
                 self._tags[breaker_tag(self.name, key)] = key
         else:
-            v.state = reply.state
-            v.gen = reply.gen
+            v.state = state
+            v.gen = gen
             v.fresh_until = fresh
+        return left
+
+    def _check_open(self, key: str, reply: BreakerReply, local: bool) -> tuple[int, float] | None:
+        """Keep the open deadlines learned from the shared store; ``(gen, deadline)`` of the
+        one ``reply`` contradicts because the store has lost it (re-seeding it), else ``None``.
+
+        Generations only grow while the store keeps its state, and every write of the state
+        sets one (>= 1): a reply older than the known open generation means the state was
+        lost, unless it is a written close (obeyed). A newer reply is the truth. A fallback's
+        reply (``local``) says nothing about the shared state: the known deadline holds, and
+        nothing is learned from it (local decisions are never replayed into the store).
+        """
+        now = time.monotonic()
+        opens = self._opens
+        known = opens.get(key)
+        if known is not None:
+            gen, until = known
+            theirs = now + reply.wait_us / 1e6 if reply.state == "open" else 0.0
+            if now >= until:
+                del opens[key]  # passed
+                known = None
+            elif local:
+                if theirs >= until:
+                    return None
+                self._reseed(key, gen, until)  # applied once the store answers, if it lost it
+                return known
+            elif reply.gen > gen or (reply.gen == gen and reply.state != "open"):
+                del opens[key]  # a newer transition (a close is obeyed at once)
+                known = None
+            elif reply.gen < gen:
+                if reply.gen > 0 and reply.state == "closed":
+                    del opens[key]  # a close written after the loss: obeyed
+                    return None
+                if theirs < until:
+                    self._reseed(key, gen, until)
+                    return known
+                known = None  # re-opened since, for longer: follow the store
+        if local:
+            return None
+        if reply.state == "open" and reply.wait_us > 0:
+            if known is None and len(opens) >= _VIEW_MAX:
+                for k in [k for k, (_, u) in opens.items() if u <= now]:
+                    del opens[k]
+                if len(opens) >= _VIEW_MAX:
+                    return None
+            opens[key] = (reply.gen, now + reply.wait_us / 1e6)
+        elif known is not None:
+            del opens[key]  # open at the known generation, its break over
+        return None
+
+    def _reseed(self, key: str, gen: int, until: float) -> None:
+        """Write back, in the background, the open state the store has lost (once per key
+        at a time)."""
+        if key in self._reseeding:
+            return
+        self._reseeding.add(key)
+        self._keep(asyncio.ensure_future(self._reseed_task(key, gen, until)))
+
+    async def _reseed_task(self, key: str, gen: int, until: float) -> None:
+        # The shared store itself, never a fallback: locally the deadline is already in force.
+        store = self.store.primary if isinstance(self.store, FallbackStore) else self.store
+        delay = 0.05
+        try:
+            while True:
+                left_us = math.ceil((until - time.monotonic()) * 1e6)
+                if left_us <= 0:
+                    return
+                try:
+                    reply = await store.breaker_record(self.spec, key, "restore", gen, "", left_us)
+                except ResilienceError:
+                    # Unreachable (or degraded): try again until the deadline passes.
+                    await asyncio.sleep(min(delay, left_us / 1e6))
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if not reply.stale:
+                    logger.warning(
+                        "circuit breaker %r%s: the store had lost its open state; re-seeded it "
+                        "(generation %d, %.3f s left)",
+                        self.name,
+                        f" [{key}]" if key else "",
+                        gen,
+                        reply.wait_us / 1e6,
+                        extra={"breaker": self.name, "key": key},
+                    )
+                self._learn(key, reply)
+                return
+        except Exception:  # a third-party store's bug: the local deadline still holds
+            logger.exception("circuit breaker %r: could not re-seed the store", self.name)
+        finally:
+            self._reseeding.discard(key)
 
     # ------------------------------------------------------------------ pushed transitions
 
@@ -396,6 +614,7 @@ class CircuitBreaker(PolicyBase):
             self._unsubscribe()  # a subscription of a previous event loop
             self._unsubscribe = None
         self._events_loop = asyncio.get_running_loop()
+        self._events_up = False
         subscribe = getattr(self.store, "breaker_subscribe", None)
         if subscribe is None:
             return
@@ -421,6 +640,13 @@ class CircuitBreaker(PolicyBase):
             now = time.monotonic()
             for k in [k for k, v in views.items() if v.state == "closed" or now >= v.fresh_until]:
                 del views[k]
+            if self._events_up:
+                # Re-established: the store may have restarted and lost the open states this
+                # process knows; re-seed them (a no-op where the store still has them).
+                for k, (gen, until) in list(self._opens.items()):
+                    if now < until:
+                        self._reseed(k, gen, until)
+            self._events_up = True
             return
         tag, _, rest = message.partition(" ")
         key = self._tags.get(tag)
@@ -464,45 +690,104 @@ class CircuitBreaker(PolicyBase):
             await asyncio.shield(v.refresh)
         try:
             if self._shield:
-                reply = await self._shielded_acquire(key)
+                reply, local = await self._shielded(
+                    key, self.store.breaker_acquire(self.spec, key), ctx
+                )
+                lost = self._learn(key, reply, local)
             else:
                 reply = await self.store.breaker_acquire(self.spec, key)
-            self._learn(key, reply)
+                # A local store cannot lose state: nothing to check, only views to update.
+                lost = self._learn(key, reply) if self.state_refresh > 0 else 0.0
         finally:
             if refreshing is not None and refreshing.refresh is not None:
                 refreshing.refresh.set_result(None)
                 refreshing.refresh = None
+        permit = _Permit(reply.gen, reply.token) if reply.token else _permit(reply.gen)
         if reply.old:
-            await self._transition(key, reply, ctx)
+            try:
+                await self._transition(key, reply, ctx)
+            except BaseException:
+                # Cancelled while an async listener ran (the listeners go on in the
+                # background): a granted probe returns its permit.
+                if reply.token:
+                    self._give_back(key, permit)
+                raise
+        if lost > 0:
+            # The store has lost an open state this process knows: refuse until its deadline.
+            if reply.token:
+                self._give_back(key, permit)
+            telemetry.breaker_call(ctx, breaker=self.name, outcome="rejected")
+            raise CircuitOpen(self.name, lost)
         if reply.permit == "deny":
             telemetry.breaker_call(ctx, breaker=self.name, outcome="rejected")
             raise CircuitOpen(self.name, reply.wait_us / 1e6)
-        return _Permit(reply.gen, reply.token) if reply.token else _permit(reply.gen)
+        return permit
 
-    async def _shielded_acquire(self, key: str) -> BreakerReply:
-        fut = asyncio.ensure_future(self.store.breaker_acquire(self.spec, key))
+    def _fallbacks(self) -> int:
+        stats = self._fallback_stats
+        return stats.total() if stats is not None else 0
+
+    async def _shielded(
+        self,
+        key: str,
+        op: Coroutine[Any, Any, BreakerReply],
+        ctx: CallContext | None,
+    ) -> tuple[BreakerReply, bool]:
+        """Await a store operation that a cancellation must not lose; its reply, and whether
+        the fallback took the decision (as far as this process can tell).
+
+        The operation runs in a task of its own. If the caller is cancelled meanwhile, the
+        cancellation propagates at once and the operation completes in the background, where
+        its reply is processed as the caller would have: learned, its transition reported, a
+        probe it granted returned.
+        """
+        before = self._fallbacks()
+        fut = asyncio.ensure_future(op)
         try:
-            return await asyncio.shield(fut)
+            reply = await asyncio.shield(fut)
         except asyncio.CancelledError:
-            # Cancelled while the store decided: if it granted a probe, give it back.
-            fut.add_done_callback(lambda f: self._return_orphan(key, f))
+            fut.add_done_callback(functools.partial(self._orphan, key, ctx, before))
             raise
+        return reply, self._fallbacks() != before
 
-    def _return_orphan(self, key: str, fut: asyncio.Future[BreakerReply]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
+    def _orphan(
+        self, key: str, ctx: CallContext | None, before: int, fut: asyncio.Future[BreakerReply]
+    ) -> None:
+        """The reply of a store operation whose caller was cancelled (see :meth:`_shielded`)."""
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            logger.warning(
+                "circuit breaker %r: a cancelled call's store operation failed: %s", self.name, exc
+            )
             return
         reply = fut.result()
+        self._learn(key, reply, self._fallbacks() != before)
+        if reply.old and reply.old != reply.state:
+            self._announce(key, reply, _open_ctx(ctx))
         if reply.token:
-            task = asyncio.ensure_future(
-                self.store.breaker_record(self.spec, key, "ignore", reply.gen, reply.token, 0)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._forget_task)
+            self._give_back(key, _Permit(reply.gen, reply.token))
 
-    def _forget_task(self, task: asyncio.Task[Any]) -> None:
+    def _give_back(self, key: str, permit: _Permit) -> None:
+        """Return a probe permit in the background (its caller is gone)."""
+        self._keep(
+            asyncio.ensure_future(
+                self.store.breaker_record(self.spec, key, "ignore", permit.gen, permit.token, 0)
+            ),
+            "could not return a probe permit",
+        )
+
+    def _keep(self, task: asyncio.Future[Any], failure: str = "a background task failed") -> None:
+        """Hold a background task until it is done (logging ``failure`` if it fails)."""
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._forget_task, failure))
+
+    def _forget_task(self, failure: str, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning("circuit breaker %r: could not return a probe permit", self.name)
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            logger.warning("circuit breaker %r: %s: %s", self.name, failure, exc)
 
     def _is_failure(self, exc: BaseException) -> bool | None:
         """``True`` failure, ``False`` success, ``None`` neither (never counted)."""
@@ -528,16 +813,19 @@ class CircuitBreaker(PolicyBase):
         )
         if not permit.token and outcome != "fail":
             return
+        op = self.store.breaker_record(self.spec, key, outcome, permit.gen, permit.token, hint_us)
+        local = False
         try:
-            reply = await self.store.breaker_record(
-                self.spec, key, outcome, permit.gen, permit.token, hint_us
-            )
+            if self._shield:
+                reply, local = await self._shielded(key, op, ctx)
+            else:
+                reply = await op
         except ResilienceError as exc:
             # Never mask the call's own outcome with a store error. A lost probe outcome
             # costs one probe lease; a lost failure is one failure not counted.
             logger.warning("circuit breaker %r: could not record an outcome: %s", self.name, exc)
             return
-        self._learn(key, reply)
+        self._learn(key, reply, local)
         if reply.old:
             await self._transition(key, reply, ctx)
 
@@ -563,7 +851,11 @@ class CircuitBreaker(PolicyBase):
         try:
             result = await call()
         except Exception as exc:
-            failed = self._is_failure(exc)
+            try:
+                failed = self._is_failure(exc)
+            except BaseException:
+                await self._release(key, permit, ctx)  # failure_on raised: neither outcome
+                raise
             if failed is None:
                 await self._release(key, permit, ctx)
             else:
@@ -575,20 +867,42 @@ class CircuitBreaker(PolicyBase):
             # CancelledError, KeyboardInterrupt, ...: never a failure; a probe's permit returns.
             await self._release(key, permit, ctx)
             raise
-        if self._failure_if_result is not None and self._failure_if_result(result):
-            await self._settle(key, permit, "fail", _hint_us(result), ctx)
-        else:
-            await self._settle(key, permit, "ok", 0, ctx)
+        if self._failure_if_result is not None:
+            try:
+                failed = bool(self._failure_if_result(result))
+            except BaseException:
+                await self._release(key, permit, ctx)  # the predicate raised: neither outcome
+                raise
+            if failed:
+                await self._settle(key, permit, "fail", _hint_us(result), ctx)
+                return result
+        await self._settle(key, permit, "ok", 0, ctx)
         return result
 
     # ------------------------------------------------------------------ operators
 
+    async def _admin(self, key: str, action: BreakerAction, duration_us: int) -> None:
+        """One operator action, shielded like the call path: a cancelled operator's action
+        that the store applied is still learned and reported."""
+        op = self.store.breaker_admin(self.spec, key, action, duration_us)
+        if self._shield:
+            reply, local = await self._shielded(key, op, None)
+            self._learn(key, reply, local)
+        else:
+            reply = await op
+            self._learn(key, reply)
+        await self._transition(key, reply, None)
+
     async def state(self, key: str | None = None) -> BreakerState:
         """The breaker's state for ``key`` as the store sees it now (one round trip).
 
-        ``"half_open"`` also when the break has ended but no call has probed yet.
+        ``"half_open"`` also when the break has ended but no call has probed yet. ``"open"``
+        when the store has lost an open state this process knows (it re-seeds the store).
         """
-        reply = await self.store.breaker_admin(self.spec, key or "", "state", 0)
+        k = key or ""
+        reply = await self.store.breaker_admin(self.spec, k, "state", 0)
+        if self._shield and k in self._opens and self._check_open(k, reply, False) is not None:
+            return "open"
         return reply.state
 
     async def failures(self, key: str | None = None) -> int:
@@ -598,25 +912,17 @@ class CircuitBreaker(PolicyBase):
 
     async def open(self, key: str | None = None, duration: float | None = None) -> None:
         """Open the breaker for ``key`` now, for ``duration`` seconds (default
-        ``break_duration``), fleet-wide. An open breaker gets the new deadline."""
-        d = self.break_duration if duration is None else positive_seconds("duration", duration)
-        k = key or ""
-        reply = await self.store.breaker_admin(self.spec, k, "open", round(d * 1e6))
-        self._learn(k, reply)
-        await self._transition(k, reply, None)
+        ``break_duration``, at least :data:`MIN_DURATION`), fleet-wide. An open breaker gets
+        the new deadline."""
+        d = self.break_duration if duration is None else _duration("duration", duration)
+        await self._admin(key or "", "open", round(d * 1e6))
 
     async def close(self, key: str | None = None) -> None:
         """Close the breaker for ``key`` now, fleet-wide: failures and probe permits are
         cleared and in-flight outcomes become stale; the trip count behind
         ``max_break_duration`` growth is kept (use :meth:`reset` to forget it)."""
-        k = key or ""
-        reply = await self.store.breaker_admin(self.spec, k, "close", 0)
-        self._learn(k, reply)
-        await self._transition(k, reply, None)
+        await self._admin(key or "", "close", 0)
 
     async def reset(self, key: str | None = None) -> None:
         """Forget everything about ``key``: closed, no failures, no probes, no trip count."""
-        k = key or ""
-        reply = await self.store.breaker_admin(self.spec, k, "reset", 0)
-        self._learn(k, reply)
-        await self._transition(k, reply, None)
+        await self._admin(key or "", "reset", 0)

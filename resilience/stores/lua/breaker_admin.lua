@@ -3,7 +3,8 @@
 -- KEYS: state hash, failure log, probe leases (see breaker_acquire.lua)
 -- ARGV: threshold, window_us, break_us, max_break_us, max_probes, success_threshold,
 --       lease_us, action, duration_us (for open), events channel
--- Returns {state, gen, wait_us, permit = '', token = '', old, stale = 0, failures}
+-- Returns {state, gen, wait_us, permit = '', token = '', old, stale = 0, failures, unknown}
+--   unknown: a state value no script writes, found in the hash and read as closed ('' if none)
 --
 -- Clock: Redis TIME only; integers formatted with %d. Every transition increments gen.
 local t = redis.call('TIME')
@@ -26,19 +27,24 @@ local h = redis.call('HMGET', KEYS[1], 'st', 'ou', 'g')
 local st = h[1] or 'closed'
 local ou = tonumber(h[2]) or 0
 local gen = tonumber(h[3]) or 0
+local unknown = ''
+if st ~= 'closed' and st ~= 'open' and st ~= 'half_open' then
+  unknown = st
+  st = 'closed'
+end
 
 local function fmt(x) return string.format('%d', x) end
 
 if action == 'state' then
   if st == 'closed' then
     local n = redis.call('ZCOUNT', KEYS[2], '(' .. fmt(now - window), '+inf')
-    return {st, gen, 0, '', '', '', 0, n}
+    return {st, gen, 0, '', '', '', 0, n, unknown}
   end
   if st == 'open' then
-    if now < ou then return {st, gen, fmt(ou - now), '', '', '', 0, 0} end
-    return {'half_open', gen, 0, '', '', '', 0, 0}
+    if now < ou then return {st, gen, fmt(ou - now), '', '', '', 0, 0, ''} end
+    return {'half_open', gen, 0, '', '', '', 0, 0, ''}
   end
-  return {st, gen, 0, '', '', '', 0, 0}
+  return {st, gen, 0, '', '', '', 0, 0, ''}
 end
 
 local old = ''
@@ -52,7 +58,7 @@ if action == 'open' then
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('PEXPIRE', KEYS[1], math.floor((dur + window + lease) / 1000) + 3600000)
   publish('*', gen)
-  return {'open', gen, fmt(dur), '', '', old, 0, 0}
+  return {'open', gen, fmt(dur), '', '', old, 0, 0, unknown}
 end
 
 -- close / reset
@@ -68,4 +74,4 @@ end
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('PEXPIRE', KEYS[1], math.floor((window + lease) / 1000) + 3600000)
 publish('*', gen)
-return {'closed', gen, 0, '', '', old, 0, 0}
+return {'closed', gen, 0, '', '', old, 0, 0, unknown}

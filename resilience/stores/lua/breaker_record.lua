@@ -2,9 +2,10 @@
 --
 -- KEYS: state hash, failure log, probe leases (see breaker_acquire.lua)
 -- ARGV: threshold, window_us, break_us, max_break_us, max_probes, success_threshold,
---       lease_us, outcome (ok|fail|ignore), gen, probe token ('' if none), hint_us,
+--       lease_us, outcome (ok|fail|ignore|restore), gen, probe token ('' if none), hint_us,
 --       member (fleet-unique id of this failure), events channel
--- Returns {state, gen, wait_us, permit = '', token = '', old, stale (0/1), failures}
+-- Returns {state, gen, wait_us, permit = '', token = '', old, stale (0/1), failures, unknown}
+--   unknown: a state value no script writes, found in the hash and read as closed ('' if none)
 --
 -- Clock: Redis TIME only; integers formatted with %d. Every transition increments gen.
 local t = redis.call('TIME')
@@ -33,6 +34,11 @@ local ou = tonumber(h[2]) or 0
 local gen = tonumber(h[3]) or 0
 local tr = tonumber(h[4]) or 0
 local pk = tonumber(h[5]) or 0
+local unknown = ''
+if st ~= 'closed' and st ~= 'open' and st ~= 'half_open' then
+  unknown = st
+  st = 'closed'
+end
 
 local function fmt(x) return string.format('%d', x) end
 
@@ -40,6 +46,14 @@ local function touch(open_until)
   local rem = open_until - now
   if rem < 0 then rem = 0 end
   redis.call('PEXPIRE', KEYS[1], math.floor((rem + window + lease) / 1000) + 3600000)
+end
+
+local function open_for(until_)
+  redis.call('HSET', KEYS[1], 'st', 'open', 'ou', fmt(until_), 'g', fmt(gen), 'tr', tr,
+    'pk', 0)
+  redis.call('DEL', KEYS[2], KEYS[3])
+  touch(until_)
+  publish('open', gen)
 end
 
 -- Open for the break of trip number `trips` (doubling up to max_break), at least the hint.
@@ -52,17 +66,31 @@ local function trip(from, trips)
   if hint > b then b = hint end
   local until_ = now + math.floor(b)
   gen = gen + 1
-  redis.call('HSET', KEYS[1], 'st', 'open', 'ou', fmt(until_), 'g', fmt(gen), 'tr', trips,
-    'pk', 0)
-  redis.call('DEL', KEYS[2], KEYS[3])
-  touch(until_)
-  publish('open', gen)
-  return {'open', gen, fmt(until_ - now), '', '', from, 0, 0}
+  tr = trips
+  open_for(until_)
+  return {'open', gen, fmt(until_ - now), '', '', from, 0, 0, unknown}
+end
+
+if outcome == 'restore' then
+  -- Not a call's outcome: a process re-seeds an open state (generation cgen, hint_us left)
+  -- that the store has lost. Applied only over a state older than cgen that is not a
+  -- written close (a missing hash reads as generation 0); never shortens an open break.
+  if gen < cgen and (gen == 0 or st ~= 'closed') then
+    local until_ = now + hint
+    if st == 'open' and ou > until_ then until_ = ou end
+    gen = cgen
+    if tr < 1 then tr = 1 end
+    open_for(until_)
+    return {'open', gen, fmt(until_ - now), '', '', '', 0, 0, unknown}
+  end
+  local wait = 0
+  if st == 'open' and ou > now then wait = ou - now end
+  return {st, gen, fmt(wait), '', '', '', 1, 0, unknown}
 end
 
 if st == 'half_open' then
   if token == '' or redis.call('ZREM', KEYS[3], token) == 0 then
-    return {st, gen, 0, '', '', '', 1, 0}
+    return {st, gen, 0, '', '', '', 1, 0, ''}
   end
   if outcome == 'fail' then
     return trip('half_open', tr + 1)
@@ -75,12 +103,12 @@ if st == 'half_open' then
       redis.call('DEL', KEYS[2], KEYS[3])
       touch(0)
       publish('closed', gen)
-      return {'closed', gen, 0, '', '', 'half_open', 0, 0}
+      return {'closed', gen, 0, '', '', 'half_open', 0, 0, ''}
     end
     redis.call('HSET', KEYS[1], 'pk', pk)
     touch(0)
   end
-  return {st, gen, 0, '', '', '', 0, 0}
+  return {st, gen, 0, '', '', '', 0, 0, ''}
 end
 
 if st == 'open' then
@@ -92,15 +120,15 @@ if st == 'open' then
   end
   local wait = ou - now
   if wait < 0 then wait = 0 end
-  return {st, gen, fmt(wait), '', '', '', 1, 0}
+  return {st, gen, fmt(wait), '', '', '', 1, 0, ''}
 end
 
 -- Closed.
 if cgen ~= gen or token ~= '' then
-  return {st, gen, 0, '', '', '', 1, 0}
+  return {st, gen, 0, '', '', '', 1, 0, unknown}
 end
 if outcome ~= 'fail' then
-  return {st, gen, 0, '', '', '', 0, 0}
+  return {st, gen, 0, '', '', '', 0, 0, unknown}
 end
 redis.call('ZADD', KEYS[2], fmt(now), ARGV[12])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now - window))
@@ -109,4 +137,4 @@ if n >= threshold then
   return trip('closed', tr + 1)
 end
 redis.call('PEXPIRE', KEYS[2], math.floor(window / 1000) + 1000)
-return {st, gen, 0, '', '', '', 0, n}
+return {st, gen, 0, '', '', '', 0, n, unknown}

@@ -2,11 +2,18 @@
 
 The same algorithm as ``stores/lua/breaker_*.lua``, on the store's clock. Each operation
 runs without an ``await``, so it is atomic on the event loop.
+
+The failure log holds only the failures of the last window: each recorded failure trims it,
+and once failures stop arriving a timer on the event loop drops what is left when the newest
+entry leaves the window (the Redis log key expires ``window`` + 1 s after its last failure).
+Successes never touch it, so the happy path stays free of clock reads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 from collections import deque
 from collections.abc import Callable
 
@@ -20,7 +27,13 @@ from resilience.stores.base import (
 )
 from resilience.stores.memory.core import MemoryCore
 
-__all__ = ["MemoryBreaker"]
+__all__ = ["MemoryBreaker", "warn_unknown_state"]
+
+logger = logging.getLogger("resilience")
+
+#: The states a breaker can be in; anything else found in a store reads as closed.
+_STATES = frozenset(("closed", "open", "half_open"))
+_WARNED_MAX = 10_000
 
 _SWEEP_EVERY = 4096
 #: A breaker nobody touched for this long after its break (and window) is forgotten, as the
@@ -30,6 +43,25 @@ _IDLE_US = 3_600_000_000
 
 def _no_op() -> None:
     return None
+
+
+def warn_unknown_state(store: object, label: str, name: str, key: str, value: str) -> None:
+    """Log, once per breaker key and store, that ``store`` held state ``value``, which no
+    breaker writes (it is read as closed)."""
+    warned: set[tuple[str, str]] = store.__dict__.setdefault("_breaker_unknown_warned", set())
+    if (name, key) in warned:
+        return
+    if len(warned) >= _WARNED_MAX:
+        warned.clear()
+    warned.add((name, key))
+    logger.warning(
+        "circuit breaker %r%s: unknown state %r in store %s; treated as closed",
+        name,
+        f" [{key}]" if key else "",
+        value,
+        label,
+        extra={"breaker": name, "key": key, "store": label},
+    )
 
 
 class _Breaker:
@@ -42,6 +74,7 @@ class _Breaker:
         "open_until",
         "probe_ok",
         "state",
+        "sweep",
         "trips",
     )
 
@@ -55,6 +88,31 @@ class _Breaker:
         self.leases: dict[str, int] = {}
         self.expires = 0
         self.allow: BreakerReply | None = None
+        # The event loop on which the failure-log timer is pending, if any.
+        self.sweep: asyncio.AbstractEventLoop | None = None
+
+
+def _expire_failures(b: _Breaker, clock: Callable[[], float], window: int) -> None:
+    """The failure-log timer: drop the entries that have left the window; while some remain,
+    come back when the newest of them leaves it."""
+    b.sweep = None
+    f = b.failures
+    if not f:
+        return
+    now = int(clock() * 1_000_000)
+    horizon = now - window
+    while f and f[0] <= horizon:
+        f.popleft()
+    if f:
+        _arm_sweep(b, clock, window, f[-1] - horizon)
+
+
+def _arm_sweep(b: _Breaker, clock: Callable[[], float], window: int, delay_us: int) -> None:
+    loop = asyncio.get_running_loop()
+    # A little after the entry leaves the window (never a busy loop on a frozen test clock).
+    delay = max(delay_us, 1000) / 1e6 + 0.001
+    loop.call_later(delay, _expire_failures, b, clock, window)
+    b.sweep = loop
 
 
 def _reply(
@@ -88,6 +146,9 @@ class MemoryBreaker(MemoryCore):
                 for k in [k for k, v in self._breakers.items() if v.expires <= now]:
                     del self._breakers[k]
             b = self._breakers[(spec.name, key)] = _Breaker()
+        elif b.state not in _STATES:
+            warn_unknown_state(self, self.label, spec.name, key, b.state)
+            b.state = "closed"
         return b
 
     @staticmethod
@@ -167,6 +228,8 @@ class MemoryBreaker(MemoryCore):
         """See :meth:`resilience.stores.base.BreakerOps.breaker_record`."""
         now = self._now_us()
         b = self._breaker(spec, key, now)
+        if outcome == "restore":
+            return self._restore(b, spec, now, gen, hint_us)
         if b.state == "half_open":
             if not token or b.leases.pop(token, None) is None:
                 return _reply(b, stale=True)
@@ -199,8 +262,30 @@ class MemoryBreaker(MemoryCore):
         n = len(b.failures)
         if n >= spec.failure_threshold:
             return self._trip(b, spec, now, hint_us, "closed")
+        if b.sweep is not asyncio.get_running_loop():
+            _arm_sweep(b, self._clock, spec.window_us, spec.window_us)
         self._touch(b, spec, now)
         return _reply(b, failures=n)
+
+    def _restore(
+        self, b: _Breaker, spec: BreakerSpec, now: int, gen: int, left_us: int
+    ) -> BreakerReply:
+        """``breaker_record(outcome="restore")``: see ``stores/lua/breaker_record.lua``."""
+        if b.gen < gen and (b.gen == 0 or b.state != "closed"):
+            until = now + left_us
+            if b.state == "open" and b.open_until > until:
+                until = b.open_until
+            b.gen = gen
+            b.state = "open"
+            b.open_until = until
+            b.trips = max(b.trips, 1)
+            b.probe_ok = 0
+            b.failures.clear()
+            b.leases.clear()
+            self._touch(b, spec, now)
+            return _reply(b, wait=until - now)
+        wait = max(b.open_until - now, 0) if b.state == "open" else 0
+        return _reply(b, wait=wait, stale=True)
 
     async def breaker_admin(
         self, spec: BreakerSpec, key: str, action: BreakerAction, duration_us: int

@@ -22,6 +22,7 @@ from resilience.stores.base import (
     BreakerStateName,
 )
 from resilience.stores.keys import breaker_channel, breaker_keys
+from resilience.stores.memory.breaker import warn_unknown_state
 from resilience.stores.redis.core import RedisCore, as_str, nonce
 from resilience.stores.redis.events import events_for, stop_events
 
@@ -43,6 +44,8 @@ def _spec_args(spec: BreakerSpec) -> list[int | str]:
 
 
 def _reply(r: Any) -> BreakerReply:
+    """A script's reply: ``{state, gen, wait_us, permit, token, old, stale, failures,
+    unknown}`` (``unknown`` is checked by :meth:`RedisBreaker._checked`)."""
     return BreakerReply(
         cast(BreakerStateName, as_str(r[0])),
         int(r[1]),
@@ -82,6 +85,11 @@ class RedisBreaker(RedisCore):
         await stop_events(self)
         await super().aclose()
 
+    def _checked(self, r: Any, name: str, key: str) -> BreakerReply:
+        if len(r) > 8 and r[8]:
+            warn_unknown_state(self, self.label, name, key, as_str(r[8]))
+        return _reply(r)
+
     def _breaker_keys(self, name: str, key: str) -> list[str]:
         cache: dict[tuple[str, str], list[str]] = self.__dict__.setdefault("_bkeys", {})
         keys = cache.get((name, key))
@@ -96,7 +104,7 @@ class RedisBreaker(RedisCore):
         args = _spec_args(spec)
         args += [nonce(), self.breaker_channel]
         r = await self._eval("breaker_acquire", self._breaker_keys(spec.name, key), args)
-        return _reply(r)
+        return self._checked(r, spec.name, key)
 
     async def breaker_record(
         self,
@@ -111,7 +119,7 @@ class RedisBreaker(RedisCore):
         args = _spec_args(spec)
         args += [outcome, gen, token, hint_us, nonce(), self.breaker_channel]
         r = await self._eval("breaker_record", self._breaker_keys(spec.name, key), args)
-        return _reply(r)
+        return self._checked(r, spec.name, key)
 
     async def breaker_admin(
         self, spec: BreakerSpec, key: str, action: BreakerAction, duration_us: int
@@ -120,4 +128,4 @@ class RedisBreaker(RedisCore):
         args = _spec_args(spec)
         args += [action, duration_us, self.breaker_channel]
         r = await self._eval("breaker_admin", self._breaker_keys(spec.name, key), args)
-        return _reply(r)
+        return self._checked(r, spec.name, key)

@@ -7,7 +7,9 @@ registered callbacks. It starts with the first subscriber, stops with the last o
 :meth:`resilience.RedisStore.aclose`, and never raises into callers: when Redis goes away it
 reconnects with jittered exponential backoff (50 ms doubling to 2 s), and each time the
 subscription is (re)established it sends ``""`` to every callback (messages may have been
-lost meanwhile).
+lost meanwhile). A callback registered while the subscription is already up gets its own
+``""`` (soon, on the loop): so each callback's first ``""`` marks the start of its
+subscription, and every later one a re-establishment (Redis may have restarted).
 
 On Redis Cluster a classic ``PUBLISH`` reaches every node, so the task subscribes on one
 primary (another one after a failure).
@@ -62,12 +64,23 @@ class BreakerEvents:
             self._task = self.loop.create_task(
                 self._run(self._stop), name=f"resilience:{self.channel}"
             )
+        elif self.connected:
+            self.loop.call_soon(self._established, cid)
 
         def unsubscribe() -> None:
             if self.callbacks.pop(cid, None) is not None and not self.callbacks:
                 self.cancel()
 
         return unsubscribe
+
+    def _established(self, cid: int) -> None:
+        """Tell a callback that joined a running subscription that it is established."""
+        cb = self.callbacks.get(cid)
+        if cb is not None:
+            try:
+                cb("")
+            except Exception:
+                logger.exception("breaker event callback %r failed", cb)
 
     def cancel(self) -> None:
         self._stop[0] = True
