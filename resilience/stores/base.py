@@ -256,7 +256,9 @@ class BreakerOps(Protocol):
         - closed: an outcome of another generation is ``stale``. ``fail`` adds a unique entry
           at ``now``, forgets entries at or before ``now - window_us`` and, when the count
           reaches ``failure_threshold``, opens (``trips + 1``, break as above, at least
-          ``hint_us``; failures cleared).
+          ``hint_us``; failures cleared). One upstream event counts once: a ``fail`` with
+          ``hint_us > 0`` that arrives before ``quiet_until`` is ``stale`` (not counted);
+          one that counts sets ``quiet_until = now + hint_us`` (kept across transitions).
         - open: ``stale``; a ``fail`` with ``hint_us`` extends ``open_until`` to at least
           ``now + hint_us``.
         """

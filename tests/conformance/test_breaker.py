@@ -320,3 +320,30 @@ async def test_restore_never_shortens_a_break_nor_overrides_a_written_close(stor
     c = await store.breaker_record(sp, "closed", "restore", 5, "", 10 * S)
     assert (c.state, c.gen, c.stale) == ("closed", 1, True)
     assert (await store.breaker_acquire(sp, "closed")).permit == "allow"
+
+
+async def test_one_upstream_event_counts_once(store) -> None:
+    # A burst of failures that each ask for a wait (the requests in flight when a quota ran
+    # out, all answered 429 + Retry-After) counts as one failure, on every store; failures
+    # without a hint still count one by one, and after the quiet period the next hint counts.
+    sp = spec(3, 60, 30)
+    a = await store.breaker_acquire(sp, "")
+    burst = await asyncio.gather(*[fail(store, sp, a.gen, hint_us=S // 2) for _ in range(20)])
+    assert sum(not r.stale for r in burst) == 1
+    assert all(r.state == "closed" for r in burst)
+    assert (await store.breaker_admin(sp, "", "state", 0)).failures == 1
+    r = await fail(store, sp, a.gen)  # no hint: counts
+    assert not r.stale
+    assert r.failures == 2
+    await asyncio.sleep(0.6)
+    r = await fail(store, sp, a.gen, hint_us=S)
+    assert r.state == "open"  # the third counted failure trips it
+    assert r.old == "closed"
+
+
+async def test_reset_forgets_the_quiet_period(store) -> None:
+    sp = spec(2, 60, 30)
+    a = await store.breaker_acquire(sp, "")
+    assert not (await fail(store, sp, a.gen, hint_us=60 * S)).stale
+    reset = await store.breaker_admin(sp, "", "reset", 0)
+    assert not (await fail(store, sp, reset.gen, hint_us=60 * S)).stale

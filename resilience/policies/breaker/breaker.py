@@ -70,9 +70,12 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 from resilience import telemetry
 from resilience.errors import CircuitOpen, ResilienceError
+from resilience.http import classify
 from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
+from resilience.policies._hints import requested_wait
 from resilience.policies._validate import (
     MAX_SECONDS,
+    call_key,
     check_key,
     check_name,
     check_store,
@@ -100,6 +103,7 @@ __all__ = [
     "ResultPredicate",
     "StateChange",
     "StateListener",
+    "default_failure",
 ]
 
 T = TypeVar("T")
@@ -225,13 +229,24 @@ def _open_ctx(ctx: CallContext | None) -> CallContext | None:
 
 
 def _hint_us(obj: object) -> int:
-    """An upstream ``retry_after`` hint carried by an exception or result, in µs (0: none)."""
-    hint = getattr(obj, "retry_after", None)
-    if isinstance(hint, bool) or not isinstance(hint, int | float):
+    """The wait an exception or result asks for (:func:`requested_wait`), in µs (0: none)."""
+    hint = requested_wait(obj)
+    if hint is None or hint.seconds <= 0:
         return 0
-    if not math.isfinite(hint) or hint <= 0:
-        return 0
-    return math.ceil(min(hint, MAX_SECONDS) * 1e6)
+    return math.ceil(min(hint.seconds, MAX_SECONDS) * 1e6)
+
+
+def default_failure(exc: Exception) -> bool:
+    """The default ``failure_on``: whether an exception counts as a failure.
+
+    An exception that carries an HTTP outcome (any client's or AI SDK's status error,
+    transport error or error event; see :func:`resilience.http.classify`) counts only when it
+    is the upstream's fault: 408, 429, 5xx, 529, transport failures. The caller's faults (400,
+    401, 403, 404, 413, 422, a 429 about billing) are not failures: the upstream answered.
+    Every other exception counts.
+    """
+    c = classify(exc)
+    return True if c is None else c.fault == "upstream"
 
 
 class CircuitBreaker(PolicyBase):
@@ -260,7 +275,12 @@ class CircuitBreaker(PolicyBase):
         half_open_max_calls: probes allowed at once after the break, fleet-wide (default 1).
         success_threshold: successful probes that close the breaker (default 1).
         failure_on: which exceptions count as failures: an exception type, a tuple of them,
-            or a predicate over the exception. Default: every :class:`Exception`. Never
+            or a predicate over the exception. Default (:func:`default_failure`): every
+            :class:`Exception`, except an HTTP error that is the caller's fault (400, 401, 403,
+            404, 413, 422, a billing 429, from any HTTP client or AI SDK): the upstream
+            answered. A failure that asks for a wait (a 429 with ``Retry-After``) while an
+            earlier counted one's wait is still running is not counted again, fleet-wide: the
+            burst of requests already in flight when a quota ran out is one event. Never
             counted whatever this says: :class:`asyncio.CancelledError` and other
             ``BaseException`` s that are not ``Exception`` s, and the library's own
             rejections (:class:`resilience.ResilienceError`, e.g. an inner limiter's
@@ -794,7 +814,7 @@ class CircuitBreaker(PolicyBase):
         if not isinstance(exc, Exception) or isinstance(exc, ResilienceError):
             return None
         if self._failure_on is None:
-            return True
+            return default_failure(exc)
         return bool(self._failure_on(exc))
 
     async def _settle(
@@ -846,7 +866,13 @@ class CircuitBreaker(PolicyBase):
     async def execute(self, call: Callable[[], Awaitable[T]], ctx: CallContext) -> T:
         """Pipeline policy: fail fast with :class:`resilience.CircuitOpen` when open, else run
         ``call`` and record its outcome (see the class documentation for what counts)."""
-        key = resolve_key(self._key, ctx) or ""
+        spec = self._key
+        if spec is None:
+            key = ""
+        elif type(spec) is str:
+            key = spec  # checked at construction
+        else:
+            key = call_key(resolve_key(spec, ctx), "key returned by the key callable")
         permit = await self._acquire(key, ctx)
         try:
             result = await call()
@@ -899,7 +925,7 @@ class CircuitBreaker(PolicyBase):
         ``"half_open"`` also when the break has ended but no call has probed yet. ``"open"``
         when the store has lost an open state this process knows (it re-seeds the store).
         """
-        k = key or ""
+        k = call_key(key)
         reply = await self.store.breaker_admin(self.spec, k, "state", 0)
         if self._shield and k in self._opens and self._check_open(k, reply, False) is not None:
             return "open"
@@ -907,7 +933,7 @@ class CircuitBreaker(PolicyBase):
 
     async def failures(self, key: str | None = None) -> int:
         """Failures counted in the current window for ``key`` (0 unless closed)."""
-        reply = await self.store.breaker_admin(self.spec, key or "", "state", 0)
+        reply = await self.store.breaker_admin(self.spec, call_key(key), "state", 0)
         return reply.failures
 
     async def open(self, key: str | None = None, duration: float | None = None) -> None:
@@ -915,14 +941,14 @@ class CircuitBreaker(PolicyBase):
         ``break_duration``, at least :data:`MIN_DURATION`), fleet-wide. An open breaker gets
         the new deadline."""
         d = self.break_duration if duration is None else _duration("duration", duration)
-        await self._admin(key or "", "open", round(d * 1e6))
+        await self._admin(call_key(key), "open", round(d * 1e6))
 
     async def close(self, key: str | None = None) -> None:
         """Close the breaker for ``key`` now, fleet-wide: failures and probe permits are
         cleared and in-flight outcomes become stale; the trip count behind
         ``max_break_duration`` growth is kept (use :meth:`reset` to forget it)."""
-        await self._admin(key or "", "close", 0)
+        await self._admin(call_key(key), "close", 0)
 
     async def reset(self, key: str | None = None) -> None:
         """Forget everything about ``key``: closed, no failures, no probes, no trip count."""
-        await self._admin(key or "", "reset", 0)
+        await self._admin(call_key(key), "reset", 0)

@@ -68,6 +68,7 @@ end
 gen = gen + 1
 if action == 'reset' then
   redis.call('HSET', KEYS[1], 'st', 'closed', 'g', fmt(gen), 'tr', 0, 'pk', 0)
+  redis.call('HDEL', KEYS[1], 'q')
 else
   redis.call('HSET', KEYS[1], 'st', 'closed', 'g', fmt(gen), 'pk', 0)
 end

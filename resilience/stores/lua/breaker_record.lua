@@ -28,12 +28,13 @@ local function publish(state, g)
     string.format('%d', g) .. ' ' .. state)
 end
 
-local h = redis.call('HMGET', KEYS[1], 'st', 'ou', 'g', 'tr', 'pk')
+local h = redis.call('HMGET', KEYS[1], 'st', 'ou', 'g', 'tr', 'pk', 'q')
 local st = h[1] or 'closed'
 local ou = tonumber(h[2]) or 0
 local gen = tonumber(h[3]) or 0
 local tr = tonumber(h[4]) or 0
 local pk = tonumber(h[5]) or 0
+local quiet = tonumber(h[6]) or 0
 local unknown = ''
 if st ~= 'closed' and st ~= 'open' and st ~= 'half_open' then
   unknown = st
@@ -129,6 +130,16 @@ if cgen ~= gen or token ~= '' then
 end
 if outcome ~= 'fail' then
   return {st, gen, 0, '', '', '', 0, 0, unknown}
+end
+if hint > 0 then
+  -- One upstream event counts once: a failure that asks for a wait while an earlier one's
+  -- wait is still running was sent before the fleet knew (the burst already in flight when
+  -- a quota ran out). Only the first counts; each counted one starts a new quiet period.
+  if now < quiet then
+    return {st, gen, 0, '', '', '', 1, 0, unknown}
+  end
+  redis.call('HSET', KEYS[1], 'q', fmt(now + hint))
+  touch(0)
 end
 redis.call('ZADD', KEYS[2], fmt(now), ARGV[12])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now - window))

@@ -73,6 +73,7 @@ class _Breaker:
         "leases",
         "open_until",
         "probe_ok",
+        "quiet_until",
         "state",
         "sweep",
         "trips",
@@ -84,6 +85,8 @@ class _Breaker:
         self.gen = 0
         self.trips = 0
         self.probe_ok = 0
+        # A failure with a wait hint before this time does not count (see breaker_record).
+        self.quiet_until = 0
         self.failures: deque[int] = deque()
         self.leases: dict[str, int] = {}
         self.expires = 0
@@ -257,6 +260,10 @@ class MemoryBreaker(MemoryCore):
             return _reply(b, stale=True)
         if outcome != "fail":
             return _reply(b)
+        if hint_us > 0:
+            if now < b.quiet_until:
+                return _reply(b, stale=True)  # the same upstream event: counted once
+            b.quiet_until = now + hint_us
         b.failures.append(now)
         self._trim(b, now, spec.window_us)
         n = len(b.failures)
@@ -320,6 +327,7 @@ class MemoryBreaker(MemoryCore):
         b.state = "closed"
         if action == "reset":
             b.trips = 0
+            b.quiet_until = 0
         b.probe_ok = 0
         b.failures.clear()
         b.leases.clear()
