@@ -9,6 +9,7 @@ from resilience.errors import (
     RateLimited,
     ResilienceError,
     Retryable,
+    StoreError,
     StoreUnavailable,
 )
 from resilience.pipeline import CallContext, Pipeline, Policy
@@ -45,6 +46,7 @@ __all__ = [
     "SlidingWindowLimiter",
     "StateChange",
     "Store",
+    "StoreError",
     "StoreUnavailable",
     "__version__",
     "all_of",
