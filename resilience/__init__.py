@@ -13,6 +13,7 @@ from resilience.errors import (
     RateLimited,
     ResilienceError,
     Retryable,
+    StoreError,
     StoreUnavailable,
 )
 from resilience.pipeline import CallContext, Pipeline, Policy
@@ -72,6 +73,7 @@ __all__ = [
     "SlidingWindowLimiter",
     "StateChange",
     "Store",
+    "StoreError",
     "StoreUnavailable",
     "__version__",
     "all_of",

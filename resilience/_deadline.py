@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ["arm", "await_bounded", "disarm", "expired", "run_bounded"]
+__all__ = ["arm", "await_bounded", "disarm", "run_bounded", "uncancel_if_expired"]
 
 T = TypeVar("T")
 
@@ -126,7 +126,7 @@ async def await_bounded(aw: Awaitable[T], deadline: float) -> T:
     try:
         return await aw
     except asyncio.CancelledError as exc:
-        if expired(entry):
+        if uncancel_if_expired(entry):
             raise TimeoutError("deadline reached during the attempt") from exc
         raise
     finally:
@@ -139,7 +139,7 @@ def arm(deadline: float, task: asyncio.Task[Any]) -> list[Any]:
 
     The inline form of :func:`await_bounded` for hot paths that would otherwise wrap a
     coroutine in another: ``entry = arm(d, task)``, then ``try: await ... except
-    CancelledError: if expired(entry): <timed out> ... finally: disarm(entry)``.
+    CancelledError: if uncancel_if_expired(entry): <timed out> ... finally: disarm(entry)``.
     """
     dog = _watchdog(task.get_loop())
     entry = dog.add(deadline, task)
@@ -147,11 +147,15 @@ def arm(deadline: float, task: asyncio.Task[Any]) -> list[Any]:
     return entry
 
 
-def expired(entry: list[Any]) -> bool:
-    """Whether the ``CancelledError`` being handled came from ``entry``'s deadline alone.
+def uncancel_if_expired(entry: list[Any]) -> bool:
+    """If the ``CancelledError`` being handled came from ``entry``'s deadline alone, withdraw
+    that cancellation request from the task and return True; otherwise return False.
 
-    True turns it into a timeout (``Task.uncancel`` on 3.11+, as ``asyncio.timeout`` does);
-    false means someone else cancelled the task too, and the cancellation must propagate.
+    Not a mere query: when ``entry``'s deadline fired, this calls ``Task.uncancel`` (3.11+,
+    as ``asyncio.timeout`` does), which the caller must follow by turning the
+    ``CancelledError`` into a timeout. Call it once, only while handling that
+    ``CancelledError``. False means someone else cancelled the task too (or the deadline did
+    not fire), and the cancellation must propagate.
     """
     return entry[3] == _FIRED and _uncancel(entry[2])
 

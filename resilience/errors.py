@@ -16,6 +16,7 @@ __all__ = [
     "RateLimited",
     "ResilienceError",
     "Retryable",
+    "StoreError",
     "StoreUnavailable",
 ]
 
@@ -70,4 +71,17 @@ class StoreUnavailable(ResilienceError):
 
     The original ``redis`` exception is chained as ``__cause__``; its text never includes
     credentials.
+    """
+
+
+class StoreError(ResilienceError):
+    """The shared store (Redis) is up but refused the decision: a misconfiguration or a bug,
+    not an outage.
+
+    For example a key of the store's prefix that holds a value of another type (``WRONGTYPE``:
+    another application writes under the same prefix), a Redis user without permission for
+    ``EVALSHA`` (``NOPERM``), or a script error. No fallback mode hides it (fallbacks exist for
+    outages) and the store is not put in degraded mode; the message names the problem and the
+    keys of the decision. The original ``redis`` exception is chained as ``__cause__``; its text
+    never includes credentials.
     """

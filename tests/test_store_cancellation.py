@@ -12,8 +12,10 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from resilience import RedisStore, SlidingWindowLimiter
+from resilience import RedisStore, SlidingWindowLimiter, StoreUnavailable
 from resilience.stores.keys import window_keys
+from tests.latency_proxy import LatencyProxy
+from tests.redis_servers import RedisServer
 
 
 async def test_every_effective_cancel_raises_and_leaks_nothing(
@@ -40,3 +42,37 @@ async def test_every_effective_cancel_raises_and_leaks_nothing(
     await asyncio.sleep(0.2)  # the shielded releases finish
     z = window_keys(redis_store.prefix, "cancel", "")[0]
     assert await redis_client.zcard(z) == 1 + admitted
+
+
+async def test_cancelled_while_queueing_for_a_connection(
+    redis_server: RedisServer, prefix: str, redis_client: aioredis.Redis
+) -> None:
+    """Callers queued for one of the store's 2 connections (a slow Redis), cancelled from
+    outside at every stage or timed out by the store: none is lost, no slot or entry leaks."""
+    with LatencyProxy.running(redis_server.port) as proxy:
+        store = RedisStore.from_url(proxy.url, prefix=prefix, timeout=0.3, max_connections=2)
+        lim = SlidingWindowLimiter(10**6, 60.0, store=store, name="q", guard=0, fallback="deny")
+        await asyncio.gather(*(lim.try_acquire() for _ in range(2)))  # connections warm
+        proxy.delay = 0.03
+        tasks = [asyncio.create_task(lim.try_acquire()) for _ in range(40)]
+        for i, t in enumerate(tasks):
+            if i % 2:
+                await asyncio.sleep(0.005)
+                t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        proxy.delay = 0.0
+        gate = store._gate
+        assert gate is not None
+        assert gate.free == gate.slots
+        assert not gate._waiters
+        admitted = sum(1 for r in results if not isinstance(r, BaseException))
+        for r in results:
+            assert not isinstance(r, BaseException) or isinstance(
+                r, (asyncio.CancelledError, StoreUnavailable)
+            ), r
+        await asyncio.sleep(0.2)  # the shielded releases finish
+        z = window_keys(prefix, "q", "")[0]
+        # An entry per admitted call (and the warm-up), at most: cancelled or timed-out calls
+        # whose script ran anyway are released or, timed out in flight, may keep theirs.
+        assert 2 + admitted <= await redis_client.zcard(z) <= 2 + 40
+        await store.aclose()

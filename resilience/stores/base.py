@@ -29,6 +29,7 @@ __all__ = [
     "BreakerStateName",
     "BudgetOps",
     "BudgetResult",
+    "Presence",
     "PresenceOps",
     "Store",
     "WindowLimit",
@@ -346,16 +347,34 @@ class BudgetOps(Protocol):
 # --------------------------------------------------------------------------------------------
 
 
+class Presence(NamedTuple):
+    """One quota's deciders, as :meth:`PresenceOps.presence_announce` saw them.
+
+    Attributes:
+        members: live deciders sharing the quota (the announcer included, so at least 1).
+        rank: the announcer's position among them, from 0, in the order of their ids (the
+            same order for every member), so ``0 <= rank < members``.
+    """
+
+    members: int
+    rank: int
+
+
 @runtime_checkable
 class PresenceOps(Protocol):
     """Which deciders share a quota, so that each can take a fair share when the store fails."""
 
     async def presence_announce(
         self, names: Sequence[str], key: str, member: str, ttl_us: int
-    ) -> tuple[int, ...]:
+    ) -> tuple[Presence, ...]:
         """Record that decider ``member`` uses limiters ``names`` for ``key`` now, and return,
-        per name, how many distinct members announced it within the last ``ttl_us`` (this one
-        included, so at least 1). A store private to one process always answers 1s.
+        per name, the live members (those that announced it within the last ``ttl_us``, this
+        one included) as a count and this member's rank among them sorted by id: enough for
+        every member that saw the same set to compute shares that add up to the quota. One
+        round trip. A store private to one process always answers ``Presence(1, 0)``.
+
+        Ids are compared as strings by the store (Lua's string order on Redis); use ids of
+        one fixed length over ``[0-9a-f]``, whose order is the same in every locale.
         """
         ...
 

@@ -8,14 +8,18 @@ fallback mode decides instead:
 ``"local"`` (the default of every policy)
     Decide in-process, in a private :class:`resilience.MemoryStore`:
 
-    - *rate limiter*: each quota is scaled to a **fair share**, ``max(1, limit // n)``, where
-      ``n`` is the number of deciders this process last saw sharing that limiter and key while
-      the store was up (deciders announce themselves through the store at most every
-      ``presence_interval`` seconds per key, in the background, never on the decision path).
-      A key this process never saw announced uses the largest ``n`` it saw for any key (1 if
-      none). The fleet as a whole therefore admits at most about ``limit`` per window during
-      the outage (plus what was admitted in the shared window just before it). A request
-      whose cost exceeds the share is refused with the window as ``retry_after``.
+    - *rate limiter*: each quota is scaled to a **fair share**. Deciders announce themselves
+      through the store at most every ``presence_interval`` seconds per limiter and key, in
+      the background, never on the decision path; each announcement returns the live deciders
+      ``n`` and this decider's rank ``i`` among them (ids sorted; ids start with their
+      creation time, so a newcomer ranks last). Decider ``i`` of ``n`` takes
+      ``limit // n``, plus 1 if ``i < limit % n``: every decider that saw the same set takes a
+      distinct rank, so the shares add up to exactly ``limit`` (with more deciders than the
+      limit, some shares are 0: those deciders refuse, :class:`resilience.RateLimited`, as
+      over quota). A key this process never saw announced uses the largest set it saw for
+      any key (alone if none). The fleet as a whole therefore admits at most ``limit`` per
+      window during the outage (plus what was admitted in the shared window just before it).
+      A request whose cost exceeds the share is refused with the window as ``retry_after``.
     - *circuit breaker*: a local breaker with the same thresholds; a deadline the policy
       already holds locally stays in force.
     - *retry budget*: a local budget with the same ratio.
@@ -25,6 +29,14 @@ fallback mode decides instead:
     ``resilience`` logger).
 ``"deny"``
     Fail closed: re-raise :class:`resilience.StoreUnavailable`.
+
+Only outages fall back: :class:`resilience.StoreError` (Redis up but refusing the decision, e.g.
+a key of another type) propagates in every mode.
+
+Every decision the fallback takes suspends the calling task once (``asyncio.sleep(0)``): a
+degraded store fails fast without touching Redis, so a tight loop of decisions would otherwise
+never yield, stalling every other task, the store's recovery probe included. Decisions that
+Redis takes suspend anyway (a round trip): the healthy path pays nothing.
 
 Local decisions are **never replayed** into Redis once it answers again: nothing is counted
 twice. The next decision after recovery is shared again.
@@ -51,13 +63,21 @@ from resilience.stores.base import (
     BreakerReply,
     BreakerSpec,
     BudgetResult,
+    Presence,
     Store,
     WindowLimit,
     WindowResult,
 )
 from resilience.stores.memory import MemoryStore
 
-__all__ = ["FALLBACK_MODES", "FallbackMode", "FallbackStore", "check_fallback", "with_fallback"]
+__all__ = [
+    "FALLBACK_MODES",
+    "FallbackMode",
+    "FallbackStore",
+    "check_fallback",
+    "fair_share",
+    "with_fallback",
+]
 
 logger = logging.getLogger("resilience")
 
@@ -68,6 +88,37 @@ FALLBACK_MODES: tuple[FallbackMode, ...] = ("local", "allow", "deny")
 #: Default seconds between two presence announcements of one decider for one key.
 PRESENCE_INTERVAL = 2.0
 _MAX_TRACKED_KEYS = 10_000
+_ALONE = Presence(1, 0)
+_WARN_EVERY = 10.0  # seconds between two "store unavailable" warnings of one FallbackStore
+_yield = asyncio.sleep  # ``await _yield(0)``: suspend once, the cheapest yield to the loop
+
+
+def fair_share(limit: int, presence: Presence) -> int:
+    """Decider ``presence.rank`` of ``presence.members``'s share of ``limit``: ``limit // n``,
+    plus 1 for the first ``limit % n`` ranks. Over ranks ``0..n-1`` the shares add up to
+    ``limit``."""
+    n = max(presence.members, 1)
+    rank = min(max(presence.rank, 0), n - 1)
+    return limit // n + (1 if rank < limit % n else 0)
+
+
+def _as_presence(p: object) -> Presence:
+    """A store's reading for one quota as a :class:`Presence`. A bare count (what stores
+    answered before ranks) is read as this decider ranking last, the rank whose share never
+    exceeds ``limit // n``."""
+    if isinstance(p, Presence):
+        return p
+    if isinstance(p, int):
+        n = max(p, 1)
+        return Presence(n, n - 1)
+    pair: Any = p
+    return Presence(int(pair[0]), int(pair[1]))
+
+
+def _member_id() -> str:
+    """A decider id: creation time (us, so newcomers sort last), pid and a random part, all
+    fixed-width lowercase hex (the same order under any collation)."""
+    return f"{time.time_ns() // 1000:014x}{os.getpid() & 0xFFFFFFFF:08x}{secrets.token_hex(4)}"
 
 
 def check_fallback(value: object, param: str = "fallback") -> FallbackMode:
@@ -158,14 +209,16 @@ class FallbackStore:
         self.label: str = primary.label
         self.stats: Counter[str] = Counter()
         self._clock = clock
-        self._member = f"{os.getpid()}-{secrets.token_hex(4)}"
-        self._shares: dict[tuple[tuple[str, ...], str], tuple[int, ...]] = {}
+        self._pid = os.getpid()
+        self._member = _member_id()
+        self._shares: dict[tuple[tuple[str, ...], str], tuple[Presence, ...]] = {}
         self._next_announce: dict[tuple[tuple[str, ...], str], float] = {}
         self._due: dict[tuple[int, str], tuple[Sequence[WindowLimit], float]] = {}
         self._seen: dict[tuple[tuple[str, ...], str], float] = {}
-        self._fleet = 1  # the largest decider count seen for any key
+        self._fleet = _ALONE  # the reading with the most deciders seen for any key
         self._tasks: set[asyncio.Task[None]] = set()
         self._down = False
+        self._warned = -1e18  # when the last "unavailable" warning was logged
 
     def __repr__(self) -> str:
         return f"FallbackStore({self.primary!r}, mode={self.mode!r})"
@@ -184,7 +237,14 @@ class FallbackStore:
         self.stats[op] += 1
         if not self._down:
             self._down = True
-            logger.warning(
+            # A slow Redis alternates shared decisions and timed-out ones: one warning per
+            # interval, the other switches at DEBUG (every fallback is counted anyway).
+            now = self._clock()
+            quiet = now < self._warned + _WARN_EVERY
+            if not quiet:
+                self._warned = now
+            logger.log(
+                logging.DEBUG if quiet else logging.WARNING,
                 "store %s unavailable: %s decisions use fallback %r",
                 self.label,
                 op,
@@ -237,41 +297,58 @@ class FallbackStore:
     async def _announce(self, announce: Any, ck: tuple[tuple[str, ...], str]) -> None:
         names, key = ck
         ttl_us = int(self.presence_interval * 3 * 1e6)
+        if self._pid != os.getpid():  # a forked child is another decider
+            self._pid = os.getpid()
+            self._member = _member_id()
         try:
-            counts = tuple(await announce(names, key, self._member, ttl_us))
+            reply = await announce(names, key, self._member, ttl_us)
+            seen = tuple(_as_presence(p) for p in reply)
         except StoreUnavailable:
             return
         except Exception:  # pragma: no cover - never let a background task fail loudly
             logger.debug("presence announcement failed", exc_info=True)
             return
+        if len(seen) != len(names):
+            logger.debug("presence announcement: unexpected reply %r", reply)
+            return
         # A count never drops within one TTL of its last confirmation: right after Redis
         # restarts (empty), the first announcers see only themselves, and trusting that would
-        # inflate their local share.
+        # inflate their local share. A reading with fewer members keeps the previous one
+        # (count and rank) until that one is older than a TTL.
         now = self._clock()
         prev = self._shares.get(ck)
         fresh = now - self._seen.get(ck, -1e18) < 3 * self.presence_interval
-        if prev is not None and len(prev) == len(counts) and fresh:
-            merged = tuple(max(a, b) for a, b in zip(prev, counts, strict=True))
-            if merged == counts:  # nothing dropped: the whole reading is confirmed now
+        if prev is not None and len(prev) == len(seen) and fresh:
+            merged = tuple(
+                p if p.members > c.members else c for p, c in zip(prev, seen, strict=True)
+            )
+            if merged == seen:  # nothing dropped: the whole reading is confirmed now
                 self._seen[ck] = now
-            counts = merged
+            seen = merged
         else:
             self._seen[ck] = now
-        self._shares[ck] = counts
-        self._fleet = max(self._fleet, *counts) if counts else self._fleet
+        self._shares[ck] = seen
+        for p in seen:
+            if p.members > self._fleet.members:
+                self._fleet = p
+
+    def presence(self, limits: Sequence[WindowLimit], key: str) -> tuple[Presence, ...]:
+        """Per limit, the deciders last seen sharing it for ``key`` and this one's rank."""
+        seen = self._shares.get((tuple(lim.name for lim in limits), key))
+        if seen is None or len(seen) != len(limits):
+            return (self._fleet,) * len(limits)
+        return seen
 
     def deciders(self, limits: Sequence[WindowLimit], key: str) -> tuple[int, ...]:
         """Per limit, the number of deciders last seen sharing it for ``key`` (at least 1)."""
-        counts = self._shares.get((tuple(lim.name for lim in limits), key))
-        if counts is None or len(counts) != len(limits):
-            return (self._fleet,) * len(limits)
-        return tuple(max(c, 1) for c in counts)
+        return tuple(max(p.members, 1) for p in self.presence(limits, key))
 
     def share(self, limits: Sequence[WindowLimit], key: str) -> tuple[WindowLimit, ...]:
-        """The limits this decider applies alone while the store is down (its fair share)."""
+        """The limits this decider applies alone while the store is down (its fair share,
+        see :func:`fair_share`; 0 for some deciders when there are more than the limit)."""
         return tuple(
-            WindowLimit(lim.name, max(1, lim.limit // n), lim.window_us)
-            for lim, n in zip(limits, self.deciders(limits, key), strict=True)
+            WindowLimit(lim.name, fair_share(lim.limit, p), lim.window_us)
+            for lim, p in zip(limits, self.presence(limits, key), strict=True)
         )
 
     # ------------------------------------------------------------------ window
@@ -288,6 +365,7 @@ class FallbackStore:
         try:
             r = await self.primary.window_acquire(limits, key, costs, max_wait_us)
         except StoreUnavailable as exc:
+            await _yield(0)  # before deciding: a cancellation here leaves nothing behind
             if self.mode == "deny":
                 raise
             self._fell_back("window_acquire", exc)
@@ -322,6 +400,7 @@ class FallbackStore:
         try:
             await self.primary.window_penalize(limits, key, duration_us)
         except StoreUnavailable as exc:
+            await _yield(0)
             if self.mode == "deny":
                 raise
             self._fell_back("window_penalize", exc)
@@ -333,6 +412,7 @@ class FallbackStore:
         try:
             r = await self.primary.breaker_acquire(spec, key)
         except StoreUnavailable as exc:
+            await _yield(0)  # before deciding: a cancellation here leaves nothing behind
             if self.mode == "deny":
                 raise
             self._fell_back("breaker_acquire", exc)
@@ -365,11 +445,15 @@ class FallbackStore:
             r = await self.primary.breaker_record(spec, key, outcome, gen, token, hint_us)
         except StoreUnavailable as exc:
             if self.mode == "deny":
+                await _yield(0)
                 raise
             self._fell_back("breaker_record", exc)
             if self.mode == "allow":
+                await _yield(0)
                 return BreakerReply("closed", gen, 0, "", "", "", True, 0)
-            return await self.local.breaker_record(spec, key, outcome, gen, "", hint_us)
+            lr = await self.local.breaker_record(spec, key, outcome, gen, "", hint_us)
+            await _yield(0)  # after recording: the outcome is kept even if cancelled here
+            return lr
         if self._down:
             self._up()
         return r
@@ -407,10 +491,12 @@ class FallbackStore:
             await self.primary.budget_deposit(name, count, window_s)
         except StoreUnavailable as exc:
             if self.mode == "deny":
+                await _yield(0)
                 raise
             self._fell_back("budget_deposit", exc)
             if self.mode == "local":
                 await self.local.budget_deposit(name, count, window_s)
+            await _yield(0)  # after counting: the deposit is kept even if cancelled here
 
     async def budget_withdraw(
         self, name: str, deposits: int, ratio_ppm: int, reserve: int, window_s: int
@@ -419,6 +505,7 @@ class FallbackStore:
         try:
             return await self.primary.budget_withdraw(name, deposits, ratio_ppm, reserve, window_s)
         except StoreUnavailable as exc:
+            await _yield(0)  # before deciding: a cancellation here leaves nothing behind
             if self.mode == "deny":
                 raise
             self._fell_back("budget_withdraw", exc)
@@ -430,6 +517,6 @@ class FallbackStore:
 
     async def presence_announce(
         self, names: Sequence[str], key: str, member: str, ttl_us: int
-    ) -> tuple[int, ...]:
+    ) -> tuple[Presence, ...]:
         """See :meth:`resilience.stores.base.PresenceOps.presence_announce` (no fallback)."""
         return await self.primary.presence_announce(names, key, member, ttl_us)

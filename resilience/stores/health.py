@@ -2,15 +2,18 @@
 
 Every Redis store has one :class:`StoreHealth`. It bounds and watches each call:
 
-- **Bounded.** A call (pool wait, NOSCRIPT reload and redis-py's own retries included) is
-  cancelled after the store's ``timeout`` and becomes :class:`resilience.StoreUnavailable`.
-  A hanging Redis (``SIGSTOP``, ``DEBUG SLEEP``, a dropped network) therefore costs a caller
-  at most ``timeout`` plus scheduling noise, never a hang. redis-py disconnects a connection
-  whose command was cancelled, so no reply is ever delivered to the wrong caller.
+- **Bounded.** A whole call (the wait for one of the store's connection slots, connecting,
+  the command, a NOSCRIPT reload and redis-py's own retries) is cancelled after the store's
+  ``timeout`` and becomes :class:`resilience.StoreUnavailable`. A hanging or slow Redis
+  (``SIGSTOP``, ``DEBUG SLEEP``, a dropped network, more callers than connections) therefore
+  costs a caller at most ``timeout`` plus scheduling noise, never a hang, and the policy's
+  fallback decides. redis-py disconnects a connection whose command was cancelled, so no
+  reply is ever delivered to the wrong caller.
 - **Degraded.** The first outage-like failure (connection refused or reset, timeout, a
-  failover in progress, a read-only replica, ``LOADING``/``BUSY``/``CLUSTERDOWN``...) puts the
-  store in *degraded* mode: calls fail at once with ``StoreUnavailable`` without touching
-  Redis, so the policies' fallback decides in microseconds and a dead Redis is not hammered.
+  failover in progress, a read-only replica, ``LOADING``/``BUSY``/``CLUSTERDOWN``/``OOM``/
+  ``MISCONF``...) puts the store in *degraded* mode: calls fail at once with
+  ``StoreUnavailable`` without touching Redis, so the policies' fallback decides in
+  microseconds and a dead Redis is not hammered.
 - **Probed.** While degraded, one call at a time is let through as a probe once the next
   probe time has come. Probe times are spaced by exponential backoff with jitter, from
   :data:`PROBE_MIN` doubling up to :data:`PROBE_MAX` seconds (each delay drawn uniformly in
@@ -20,8 +23,14 @@ Every Redis store has one :class:`StoreHealth`. It bounds and watches each call:
   ``resilience`` logger and calls :func:`resilience.telemetry.store_degraded` (span event and
   metric).
 
-Errors that say nothing about availability (a script error, a wrong type) pass through
-without degrading the store.
+Not every timeout is an outage: a call that had to queue for a connection slot and then ran
+out of time while Redis answered other calls says that Redis is slow or saturated, not down. It
+falls back (:class:`resilience.StoreUnavailable`) without degrading the store, so the calls that
+do get a connection keep being decided by Redis.
+
+Reply errors that say nothing about availability (``WRONGTYPE``, ``NOPERM``, a script error:
+see :func:`is_reply_error`) do not degrade the store either: the store raises
+:class:`resilience.StoreError` for them, which no fallback hides.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import (
+    AskError,
     ClusterError,
     ReadOnlyError,
     ResponseError,
@@ -54,6 +64,7 @@ __all__ = [
     "client_timeout",
     "health_of",
     "is_outage",
+    "is_reply_error",
     "redact",
 ]
 
@@ -75,7 +86,20 @@ _OUTAGE_TYPES = (
     OSError,
     asyncio.TimeoutError,
 )
-_OUTAGE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "OOM")
+_OUTAGE_PREFIXES = (
+    "BUSY",
+    "LOADING",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "READONLY",
+    "OOM",
+    "MISCONF",  # writes refused: the last RDB save failed
+    "NOREPLICAS",  # writes refused: min-replicas-to-write not met
+)
+# Redis < 7 wraps an error raised by redis.call inside a script: "ERR Error running script
+# (call to f_...): @user_script:12: -OOM command not allowed ...".
+_EMBEDDED_OUTAGE = re.compile(r"-(?:" + "|".join(_OUTAGE_PREFIXES) + r")\b")
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
 
@@ -94,8 +118,18 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, _OUTAGE_TYPES):
         return True
     if isinstance(exc, ResponseError):
-        return str(exc).upper().startswith(_OUTAGE_PREFIXES)
+        text = str(exc).upper()
+        return text.startswith(_OUTAGE_PREFIXES) or _EMBEDDED_OUTAGE.search(text) is not None
     return False
+
+
+def is_reply_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis refusing the command for a reason that is not availability
+    (``WRONGTYPE``, ``NOPERM``, a script error...): a misconfiguration or a bug, which the
+    store raises as :class:`resilience.StoreError` instead of falling back. Cluster
+    redirections (``MOVED``/``ASK`` that redis-py could not follow) are not: the topology is
+    changing, and the fallback decides meanwhile."""
+    return isinstance(exc, ResponseError) and not isinstance(exc, AskError) and not is_outage(exc)
 
 
 class StoreHealth:
@@ -131,6 +165,11 @@ class StoreHealth:
         self._next_probe = 0.0
         self._probing = False
         self._reason = ""
+        #: Calls Redis answered so far (compared across a call that timed out, see timed_out).
+        self.oks = 0
+        #: Seconds a command has been taking once it had a connection slot (a moving average
+        #: over the calls that queued for one; 0 until such a call succeeded).
+        self.round_trip = 0.0
 
     def __repr__(self) -> str:
         state = "degraded" if self.degraded else "healthy"
@@ -155,7 +194,8 @@ class StoreHealth:
     #     probe = health.enter()
     #     try: <the call, bounded by health.timeout>
     #     except StoreUnavailable as exc: raise health.failed(exc, probe) from exc.__cause__
-    #     except <our deadline>: raise health.timed_out() from None
+    #     except StoreError: health.succeeded(); raise     (Redis answered: it is up)
+    #     except <our deadline>: raise health.timed_out(probe, ...) from None
     #     except BaseException: health.abandoned(probe); raise
     #     health.succeeded()
 
@@ -180,10 +220,49 @@ class StoreHealth:
             self._on_success()
         return StoreUnavailable(redact(str(exc), self.secrets))
 
-    def timed_out(self) -> StoreUnavailable:
-        """The call was cancelled at the timeout (redis-py drops that connection): an outage."""
-        self._on_failure(None)
+    def timed_out(
+        self, probe: bool = False, since: int = -1, waited: float = 0.0
+    ) -> StoreUnavailable:
+        """The call was cancelled at the timeout (redis-py drops a connection whose command was
+        in flight): an outage, unless the call queued for a connection slot (``since``: the
+        value of :attr:`oks` when it started queueing, ``waited``: seconds it queued, -1 and 0
+        for a call that did not) and Redis answered other calls meanwhile: then Redis is slow
+        or saturated, not down, and the store stays healthy. Return the exception to raise."""
+        if since < 0 or self.oks == since:
+            self._on_failure(None)
+        elif probe:  # pragma: no cover - a probe never queues behind answered calls
+            self._probing = False
+        if waited > 0:
+            return StoreUnavailable(
+                f"store {self.label} did not answer within {self.timeout:.3f}s, "
+                f"{waited:.3f}s of which were spent waiting for a free connection"
+            )
         return StoreUnavailable(f"store {self.label} did not answer within {self.timeout:.3f}s")
+
+    def queue_timed_out(self, since: int, slots: int) -> StoreUnavailable:
+        """The call ran out of time waiting for one of the store's ``slots`` connection slots
+        (see :meth:`timed_out` for when that counts as an outage)."""
+        if self.oks == since:
+            self._on_failure(None)
+        return StoreUnavailable(
+            f"store {self.label}: no connection free within {self.timeout:.3f}s "
+            f"({slots} commands in flight, the store's max_concurrency)"
+        )
+
+    def no_time_left(self, left: float) -> StoreUnavailable:
+        """A call got its connection slot with only ``left`` seconds of its timeout, less than
+        :attr:`round_trip`: it falls back without sending (not an outage)."""
+        return StoreUnavailable(
+            f"store {self.label}: {left * 1000:.0f} ms of the {self.timeout:.3f}s timeout left "
+            f"after waiting for a free connection, less than a round trip takes "
+            f"({self.round_trip * 1000:.0f} ms): not sent"
+        )
+
+    def observe_round_trip(self, seconds: float) -> None:
+        """A call that queued for its connection slot was answered ``seconds`` after it got
+        the slot: update :attr:`round_trip` (exponential moving average, weight 1/4)."""
+        rt = self.round_trip
+        self.round_trip = seconds if rt == 0.0 else rt + (seconds - rt) / 4
 
     def abandoned(self, probe: bool) -> None:
         """The caller was cancelled: says nothing about Redis (a probe is due again)."""
@@ -192,6 +271,7 @@ class StoreHealth:
 
     def succeeded(self) -> None:
         """Redis answered."""
+        self.oks += 1
         if self.degraded:
             self._on_success()
 

@@ -99,6 +99,42 @@ async def test_errors_unrelated_to_availability_do_not_degrade() -> None:
     assert not h.degraded
 
 
+def test_reply_errors_and_outages_are_told_apart() -> None:
+    from redis.exceptions import MovedError, NoPermissionError, ResponseError
+
+    from resilience.stores.health import is_outage, is_reply_error
+
+    for outage in (
+        "OOM command not allowed when used memory > 'maxmemory'.",
+        "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist",
+        "NOREPLICAS Not enough good replicas to write.",
+        "LOADING Redis is loading the dataset in memory",
+        # Redis 6 wraps an error raised by redis.call inside a script:
+        "ERR Error running script (call to f_0123): @user_script:12: -OOM command not allowed",
+    ):
+        assert is_outage(ResponseError(outage)), outage
+        assert not is_reply_error(ResponseError(outage)), outage
+    for reply in (
+        "WRONGTYPE Operation against a key holding the wrong kind of value",
+        "ERR Error running script (call to f_0123): @user_script:3: attempt to compare nil",
+    ):
+        assert is_reply_error(ResponseError(reply)), reply
+    assert is_reply_error(NoPermissionError("this user has no permissions to run 'evalsha'"))
+    assert not is_reply_error(MovedError("3999 127.0.0.1:6381"))  # a topology change
+
+
+def test_a_timeout_while_redis_answers_others_is_not_an_outage() -> None:
+    h = StoreHealth("s", 0.5)
+    since = h.oks
+    h.succeeded()  # another call was answered meanwhile: slow, not down
+    h.timed_out(False, since, 0.3)
+    h.queue_timed_out(since, 8)
+    assert not h.degraded
+    since = h.oks
+    h.timed_out(False, since)  # nobody answered since this call started: an outage
+    assert h.degraded
+
+
 # ---------------------------------------------------------------- one process, real server
 
 

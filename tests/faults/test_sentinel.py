@@ -4,12 +4,16 @@ the new master and the limit holds afterwards."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Iterator
 
 import pytest
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.sentinel import SentinelManagedConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from resilience import RedisStore, SlidingWindowLimiter
+from resilience import RedisStore, SlidingWindowLimiter, StoreUnavailable
 from resilience.stores.health import health_of
 from tests.fault_servers import SentinelSet
 
@@ -70,4 +74,53 @@ async def test_failover_during_load(sentinel_set: SentinelSet, prefix: str) -> N
     assert admitted == 20
     info = await store.client.info("replication")
     assert info["role"] == "master"
+    await store.aclose()
+
+
+async def test_from_sentinel_timeout_bounds_each_call(
+    sentinel_set: SentinelSet, prefix: str
+) -> None:
+    """``from_sentinel(timeout=...)`` is the store's bound, whatever the client's own
+    ``socket_timeout``: a hanging master costs a decision ``timeout``, not 3 s."""
+    store = RedisStore.from_sentinel(
+        sentinel_set.addresses, sentinel_set.service, prefix=prefix, timeout=0.3, socket_timeout=3.0
+    )
+    assert store.timeout == 0.3
+    lim = SlidingWindowLimiter(10, 60.0, store=store, name="t", guard=0, fallback="deny")
+    assert (await lim.try_acquire()).allowed
+    sentinel_set.master.signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await lim.try_acquire()
+        took = time.monotonic() - t0
+    finally:
+        sentinel_set.master.signal(signal.SIGCONT)
+    assert took <= 0.3 + 0.05, took
+    await store.aclose()
+
+
+async def test_store_connections_go_to_the_master(
+    sentinel_set: SentinelSet, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's own connections connect through Sentinel's master lookup: never to a
+    connection's default address (localhost:6379; a guard refuses to send anywhere but to this
+    test's servers, so a machine's own Redis is never touched)."""
+    ours = {sentinel_set.master.port, sentinel_set.replica.port}
+    send = AbstractConnection.send_packed_command
+
+    async def guarded(self: AbstractConnection, *args: object, **kwargs: object) -> None:
+        port = getattr(self, "port", None)
+        if isinstance(self, SentinelManagedConnection) and port not in ours:
+            raise RedisConnectionError(f"test guard: not one of this test's servers: {port}")
+        await send(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", guarded)
+    store = RedisStore.from_sentinel(sentinel_set.addresses, sentinel_set.service, prefix=prefix)
+    lim = SlidingWindowLimiter(10, 60.0, store=store, name="m", guard=0, fallback="deny")
+    await asyncio.gather(*(lim.try_acquire() for _ in range(4)))
+    assert store._wire is not None
+    ports = [getattr(c, "port", None) for c in store._wire._idle]
+    assert ports
+    assert set(ports) == {sentinel_set.master.port}
     await store.aclose()

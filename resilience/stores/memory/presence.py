@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from resilience.stores.base import Presence
 from resilience.stores.memory.core import MemoryCore
 
 __all__ = ["MemoryPresence"]
@@ -14,6 +15,10 @@ class MemoryPresence(MemoryCore):
 
     async def presence_announce(
         self, names: Sequence[str], key: str, member: str, ttl_us: int
-    ) -> tuple[int, ...]:
-        """See :meth:`resilience.stores.base.PresenceOps.presence_announce` (always 1s)."""
-        return (1,) * len(names)
+    ) -> tuple[Presence, ...]:
+        """See :meth:`resilience.stores.base.PresenceOps.presence_announce` (always alone:
+        one member, rank 0)."""
+        return (_ALONE,) * len(names)
+
+
+_ALONE = Presence(1, 0)

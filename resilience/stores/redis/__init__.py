@@ -38,8 +38,8 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
         client: a ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``.
         prefix: the first segment of every key: a non-empty str of text (no lone surrogate)
             without braces; anything else fails here, naming ``prefix``.
-        timeout: the longest one store call may take, in seconds (pool wait excluded); past
-            it the call fails with :class:`resilience.StoreUnavailable` (see
+        timeout: the longest one store call may take, in seconds (the wait for a connection
+            slot included); past it the call fails with :class:`resilience.StoreUnavailable` (see
             :mod:`resilience.stores.health`). Default: the client's ``socket_timeout`` if it
             has one, else 0.5 s.
         max_concurrency: at most this many commands in flight from this store; further calls
@@ -93,8 +93,9 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
         Every store call is bounded by ``timeout`` seconds (the store's own watchdog, see
         :mod:`resilience.stores.health`; connecting is bounded by ``socket_connect_timeout`` =
         ``timeout``). At most ``max_connections`` commands are in flight: a larger burst of
-        callers queues for a connection on the store (that wait is not part of the timeout)
-        instead of failing with redis-py's "Too many connections". The client is left without
+        callers queues for a connection on the store
+        instead of failing with redis-py's "Too many connections" (that wait is part of the
+        timeout: past it, the policy's fallback decides). The client is left without
         a per-read ``socket_timeout`` (redis-py 8 defaults to 5 s): the watchdog already bounds
         the whole call, more cheaply than redis-py's per-read timers (a task per send on
         Python 3.11). ``cluster=True``
@@ -103,8 +104,7 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
         """
         if not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if not isinstance(max_connections, int) or max_connections <= 0:
-            raise ValueError(f"max_connections must be a positive int, got {max_connections!r}")
+        _check_max_connections(max_connections)
         if isinstance(url, str) and url.startswith(SENTINEL_SCHEMES):  # redis+sentinel://
             sentinels, service, url_kwargs = parse_sentinel_url(url)
             return cls.from_sentinel(
@@ -151,6 +151,9 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
         ``redis+sentinel://host:port[,host:port]/service[/db]``. ``timeout`` bounds each call
         and each sentinel query; at most ``max_connections`` commands are in flight.
         """
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        _check_max_connections(max_connections)
         client = sentinel_client(
             sentinels,
             service_name,
@@ -159,6 +162,16 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
             max_connections=max_connections,
             **kwargs,
         )
-        store = cls(client, prefix=prefix, max_concurrency=max_connections)
+        store = cls(client, prefix=prefix, max_concurrency=max_connections, timeout=timeout)
         store.label = f"redis+sentinel://{service_name}"
         return store
+
+
+def _check_max_connections(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            "max_connections must be a positive int (a count of connections), "
+            f"got {type(value).__name__} {value!r}"
+        )
+    if value <= 0:
+        raise ValueError(f"max_connections must be a positive int, got {value!r}")

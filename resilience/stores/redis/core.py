@@ -23,12 +23,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoPermissionError, NoScriptError, RedisError
 
-from resilience._deadline import arm, disarm, expired
+from resilience._deadline import arm, disarm, uncancel_if_expired
 from resilience._gate import Gate
-from resilience.errors import StoreUnavailable
-from resilience.stores.health import health_of
+from resilience.errors import StoreError, StoreUnavailable
+from resilience.stores.health import StoreHealth, health_of, is_reply_error, redact
 from resilience.stores.redis.wire import Wire
 
 __all__ = ["RedisCore", "lua_source"]
@@ -135,10 +135,14 @@ class RedisCore:
             )
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
             raise ValueError(f"prefix must be a non-empty str without braces, got {prefix!r}")
-        if max_concurrency is not None and (
-            not isinstance(max_concurrency, int) or max_concurrency <= 0
-        ):
-            raise ValueError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
+        if max_concurrency is not None:
+            if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+                raise TypeError(
+                    "max_concurrency must be a positive int (a count of commands in flight), "
+                    f"got {type(max_concurrency).__name__} {max_concurrency!r}"
+                )
+            if max_concurrency <= 0:
+                raise ValueError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
         if timeout is not None and (
             isinstance(timeout, bool)
             or not isinstance(timeout, (int, float))
@@ -177,8 +181,11 @@ class RedisCore:
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run script ``name`` within the store's timeout; fail fast while degraded.
 
-        Queueing for ``max_concurrency`` is not part of the timeout (a burst queues instead of
-        failing); a call that waited in the queue while the store became degraded fails fast.
+        The timeout bounds the whole call, from here: the wait for one of the store's
+        ``max_concurrency`` slots included (a call that waited in the queue while the store
+        became degraded fails fast when its turn comes). A call that ran out of time while
+        Redis answered other calls does not degrade the store (see
+        :meth:`StoreHealth.timed_out`).
 
         A cancellation is never lost. redis-py 8 can swallow a ``cancel()`` that lands as the
         reply arrives (measured: about a third of cancellations racing a reply, on Python 3.10
@@ -194,22 +201,29 @@ class RedisCore:
             raise RuntimeError("a store call needs a running asyncio task")
         before = _cancelling(task)
         health = health_of(self)
+        deadline = _monotonic() + health.timeout
         gate = self._gate
+        since = health.oks  # Redis's answers so far: did it answer others while we waited?
+        granted = 0.0
         if gate is not None and not gate.try_enter():
             health.check()  # fail fast instead of queueing while degraded
-            await gate.enter()
+            granted = await self._queue(gate, deadline, task, health, since)
         try:
             # The health protocol (see stores/health.py) and the store's deadline, inline: this
             # runs on every decision, and each wrapping coroutine costs the hot path.
             probe = health.enter()
-            entry = arm(_monotonic() + health.timeout, task)
+            entry = arm(deadline, task)
             try:
                 result = await self._script(name, keys, args)
             except StoreUnavailable as exc:
                 raise health.failed(exc, probe) from exc.__cause__
+            except StoreError:
+                health.succeeded()  # Redis answered: it is up
+                raise
             except asyncio.CancelledError:
-                if expired(entry):
-                    raise health.timed_out() from None
+                if uncancel_if_expired(entry):
+                    waited = granted - (deadline - health.timeout) if granted else 0.0
+                    raise health.timed_out(probe, since, waited) from None
                 health.abandoned(probe)
                 raise
             except BaseException:
@@ -221,9 +235,42 @@ class RedisCore:
             if gate is not None:
                 gate.leave()
         health.succeeded()
+        if granted:
+            health.observe_round_trip(_monotonic() - granted)
         if _cancelling(task) > before:
             raise asyncio.CancelledError
         return result
+
+    async def _queue(
+        self,
+        gate: Gate,
+        deadline: float,
+        task: asyncio.Task[Any],
+        health: StoreHealth,
+        since: int,
+    ) -> float:
+        """Wait for a slot of ``gate`` until ``deadline`` and return the time it was granted.
+
+        Raise :class:`StoreUnavailable` (holding no slot) at the deadline, or when the slot
+        comes with less time left than a round trip has been taking: such a command would be
+        cancelled in flight, which costs its connection (redis-py drops it, and reconnecting
+        costs another round trip) and Redis's work for nothing. Under a slow Redis and a queue,
+        the oldest waiters, served first, are exactly those: they fall back at once instead,
+        and the slot passes to a caller with time enough."""
+        entry = arm(deadline, task)
+        try:
+            await gate.enter()
+        except asyncio.CancelledError:
+            if uncancel_if_expired(entry):
+                raise health.queue_timed_out(since, gate.slots) from None
+            raise
+        finally:
+            disarm(entry)
+        now = _monotonic()
+        if deadline - now < health.round_trip:
+            gate.leave()
+            raise health.no_time_left(deadline - now)
+        return now
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run script ``name``; any Redis failure becomes :class:`StoreUnavailable`."""
@@ -243,7 +290,13 @@ class RedisCore:
                 return await self.client.evalsha(sha, len(keys), *keys, *args)
             except NoScriptError:
                 return await self.client.eval(lua_source(name), len(keys), *keys, *args)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except RedisError as exc:
+            if is_reply_error(exc):
+                raise self._reply_error(name, keys, exc) from exc
+            raise StoreUnavailable(
+                f"store {self.label} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        except (OSError, asyncio.TimeoutError) as exc:
             raise StoreUnavailable(
                 f"store {self.label} failed: {type(exc).__name__}: {exc}"
             ) from exc
@@ -259,6 +312,27 @@ class RedisCore:
             raise StoreUnavailable(
                 f"store {self.label} failed during a topology refresh: {exc}"
             ) from exc
+
+    def _reply_error(self, name: str, keys: Sequence[str], exc: RedisError) -> StoreError:
+        """:class:`StoreError` for a reply error of script ``name`` on ``keys``, saying what
+        is wrong (credentials masked)."""
+        text = str(exc)
+        head = text.split(None, 1)[0].upper() if text else ""
+        where = ", ".join(repr(k) for k in keys)
+        if head == "WRONGTYPE":
+            msg = (
+                f"store {self.label}: a key of this decision holds a value of another type "
+                f"(keys {where}; written by something else under prefix {self.prefix!r}?): "
+                "delete the key or give the store a prefix of its own"
+            )
+        elif head == "NOPERM" or isinstance(exc, NoPermissionError):
+            msg = (
+                f"store {self.label}: NOPERM: the Redis user lacks a permission the store needs "
+                f"(EVALSHA and EVAL of its scripts, on keys {where}): grant it with ACL SETUSER"
+            )
+        else:
+            msg = f"store {self.label}: Redis refused script {name!r} on keys {where}"
+        return StoreError(redact(f"{msg} ({type(exc).__name__}: {text})", health_of(self).secrets))
 
     async def _init_cluster(self) -> None:
         async with self._init_lock:

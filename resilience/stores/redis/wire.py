@@ -26,8 +26,10 @@ redis-py:
   same address, credentials, TLS, Sentinel master lookup) but not counted in it, so the
   application's own commands on the client never find the pool exhausted by the store.
   There are never more than ``max_concurrency`` of them, since that many calls at most are
-  in flight. Without a bound (a ``BlockingConnectionPool``, which queues by itself) every
-  call takes a connection from the client's pool and gives it back, as redis-py does.
+  in flight. A connection whose class picks its address as it connects (Sentinel's asks the
+  sentinels for the current master) is connected through its own ``connect()``. Without a
+  bound (a ``BlockingConnectionPool``, which queues by itself) every call takes a connection
+  from the client's pool and gives it back, as redis-py does.
 - A connection-level failure (``ConnectionError``, ``TimeoutError``, ``OSError``: a stale
   connection after a server restart, a failover, an idle timeout) returns the connection to
   the pool and repeats the command once through ``client.execute_command``, that is, under
@@ -75,6 +77,7 @@ class Wire:
 
     __slots__ = (
         "_conn_args",
+        "_connect_first",
         "_encoding",
         "_errors",
         "_forks",
@@ -99,6 +102,14 @@ class Wire:
         # deprecate passing one.
         self._conn_args: tuple[str, ...] = (
             ("EVALSHA",) if _needs_command_name(self.pool.get_connection) else ()
+        )
+        # A connection class that chooses its address as it connects (Sentinel's asks the
+        # sentinels for the current master) must connect through its own ``connect()``:
+        # redis-py 8's ``send_packed_command`` connects an unconnected connection through
+        # ``connect_check_health``, which skips that override and dials the connection's
+        # default address (localhost:6379) or the master it knew before a failover.
+        self._connect_first = (
+            getattr(self.pool.connection_class, "connect", None) is not AbstractConnection.connect
         )
 
     @staticmethod
@@ -167,6 +178,8 @@ class Wire:
                 else await pool.get_connection(*self._conn_args)  # type: ignore[no-untyped-call]
             )
         try:
+            if self._connect_first and not conn.is_connected:
+                await conn.connect()  # type: ignore[no-untyped-call,unused-ignore]
             data: bytes | list[bytes] = (
                 conn.pack_command(verb, script, len(keys), *keys, *args)
                 if packed is None

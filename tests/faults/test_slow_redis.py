@@ -1,0 +1,116 @@
+"""A slow Redis (every command delayed by a proxy): every decision stays within the time bound.
+
+The store's ``timeout`` bounds the whole decision: the wait for one of the store's connection
+slots (``max_concurrency``), connecting, the command and its ``NOSCRIPT`` reload. Past it the
+fallback decides, so no decision takes longer than ``timeout`` + 50 ms of scheduling, however
+many callers queue (a correctness bound the library states, not a benchmark: each decision's
+wall time is measured and the maximum asserted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from resilience import RedisStore, SlidingWindowLimiter, StoreUnavailable
+from resilience.stores.fallback import FallbackStore
+from resilience.stores.health import health_of
+from tests.latency_proxy import LatencyProxy
+from tests.redis_servers import RedisServer
+
+pytestmark = pytest.mark.redis
+
+TIMEOUT = 0.5  # RedisStore.from_url's default
+BOUND = TIMEOUT + 0.05
+CALLERS = 640
+ROUNDS = 3  # decisions per caller, back to back
+
+
+async def _latencies(lim: SlidingWindowLimiter) -> tuple[list[float], list[object]]:
+    latencies: list[float] = []
+    outcomes: list[object] = []
+
+    async def caller() -> None:
+        for _ in range(ROUNDS):
+            t0 = time.monotonic()
+            try:
+                outcomes.append((await lim.try_acquire()).allowed)
+            except StoreUnavailable as exc:
+                outcomes.append(exc)
+            latencies.append(time.monotonic() - t0)
+
+    await asyncio.gather(*(caller() for _ in range(CALLERS)))
+    return latencies, outcomes
+
+
+@pytest.mark.parametrize("fallback", ["local", "deny"])
+async def test_slow_redis_every_decision_within_timeout(
+    fresh_redis_server: RedisServer, prefix: str, fallback: str
+) -> None:
+    """~150 ms per command, 640 concurrent callers on 64 connections: the queue for a
+    connection alone would last 1.5 s; every decision still returns within timeout + 50 ms,
+    decided by Redis or by the fallback."""
+    with LatencyProxy.running(fresh_redis_server.port) as proxy:
+        store = RedisStore.from_url(proxy.url, prefix=prefix, timeout=TIMEOUT)
+        assert store._max_concurrency == 64
+        lim = SlidingWindowLimiter(
+            10**9,
+            60.0,
+            store=store,
+            name="slow",
+            guard=0,
+            fallback=fallback,  # type: ignore[arg-type]
+        )
+        fs = lim.store
+        assert isinstance(fs, FallbackStore)
+        for _ in range(3):  # the store's 64 connections and the script warm
+            await asyncio.gather(*(lim.try_acquire() for _ in range(64)))
+        assert fs.stats["window_acquire"] == 0
+        proxy.delay = 0.15  # Redis turns slow
+        latencies, outcomes = await _latencies(lim)
+        gate = store._gate
+        assert gate is not None
+        assert gate.free == gate.slots  # every slot came back, however its call ended
+        assert not gate._waiters
+        await fs.aclose()
+    assert len(latencies) == CALLERS * ROUNDS
+    assert max(latencies) <= BOUND, sorted(latencies)[-5:]
+    if fallback == "local":
+        assert all(o is True for o in outcomes)
+        fell_back = fs.stats["window_acquire"]
+    else:
+        assert all(o is True or isinstance(o, StoreUnavailable) for o in outcomes)
+        fell_back = sum(isinstance(o, StoreUnavailable) for o in outcomes)
+    assert 0 < fell_back < CALLERS * ROUNDS  # Redis decided for some, the fallback for others
+
+
+async def test_queue_timeout_is_not_an_outage(fresh_redis_server: RedisServer, prefix: str) -> None:
+    """Callers that ran out of time queueing for a connection while Redis kept answering the
+    others fall back, but do not put the store in degraded mode: Redis is slow, not down."""
+    with LatencyProxy.running(fresh_redis_server.port) as proxy:
+        store = RedisStore.from_url(proxy.url, prefix=prefix, timeout=TIMEOUT, max_connections=4)
+        lim = SlidingWindowLimiter(10**9, 60.0, store=store, name="q", guard=0, fallback="deny")
+        for _ in range(4):  # connections and the script warm
+            await asyncio.gather(*(lim.try_acquire() for _ in range(4)))
+        proxy.delay = 0.1
+        latencies: list[float] = []
+        failures: list[StoreUnavailable] = []
+
+        async def one() -> None:
+            t0 = time.monotonic()
+            try:
+                await lim.try_acquire()
+            except StoreUnavailable as exc:
+                failures.append(exc)
+            latencies.append(time.monotonic() - t0)
+
+        # 4 connections, 100 ms per command: 4 rounds fit in the timeout, 40 callers do not.
+        await asyncio.gather(*(one() for _ in range(40)))
+        degraded = health_of(store).degraded
+        await store.aclose()
+    assert max(latencies) <= BOUND, sorted(latencies)[-5:]
+    assert failures
+    assert any("connection" in str(f) for f in failures), failures[:3]
+    assert not degraded
