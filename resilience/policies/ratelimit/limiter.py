@@ -326,7 +326,9 @@ class SlidingWindowLimiter(_WindowPolicy):
             before :class:`resilience.RateLimited` (the call's deadline also bounds it).
             Default: no bound beyond the deadline.
         fallback: what to do when the store is unreachable: ``"local"`` (default: this
-            process admits its fair share, ``limit // processes``), ``"allow"`` (admit) or
+            process admits its fair share of ``limit``: shares add up to at most ``limit``
+            across the processes it saw, see :mod:`resilience.stores.fallback`), ``"allow"``
+            (admit) or
             ``"deny"`` (raise :class:`resilience.StoreUnavailable`); see
             :mod:`resilience.stores.fallback`.
     """

@@ -172,6 +172,8 @@ class MemoryBreaker(MemoryCore):
 
     async def breaker_acquire(self, spec: BreakerSpec, key: str) -> BreakerReply:
         """See :meth:`resilience.stores.base.BreakerOps.breaker_acquire`."""
+        if self._pace():
+            await asyncio.sleep(0)
         b = self._breakers.get((spec.name, key))
         if b is not None and b.state == "closed":
             # The happy path: one immutable reply per generation, reused.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from resilience.stores.base import BudgetResult
 from resilience.stores.memory.core import MemoryCore
 
@@ -48,6 +50,8 @@ class MemoryBudget(MemoryCore):
         self, name: str, deposits: int, ratio_ppm: int, reserve: int, window_s: int
     ) -> BudgetResult:
         """See :meth:`resilience.stores.base.BudgetOps.budget_withdraw`."""
+        if self._pace():
+            await asyncio.sleep(0)
         now = int(self._clock())
         b, cur = self._bucket(name, window_s, now)
         b.r[cur] += deposits

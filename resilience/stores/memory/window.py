@@ -15,6 +15,7 @@ same.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -127,6 +128,8 @@ class MemoryWindow(MemoryCore):
         max_wait_us: int,
     ) -> WindowResult:
         """See :meth:`resilience.stores.base.WindowOps.window_acquire`."""
+        if self._pace():
+            await asyncio.sleep(0)
         now = int(self._clock() * 1_000_000)
         if len(limits) == 1:  # the common case, without the loops
             lim = limits[0]
