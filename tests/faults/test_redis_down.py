@@ -401,7 +401,7 @@ def test_fleet_local_share_while_redis_down(fresh_redis_server: RedisServer, pre
         assert seen[-1] == n
         down = [r[0] for r in records if r[2] and r[1]]
         assert down, "no local admission during the outage"
-        assert _max_in_window(down, window) <= limit // n
+        assert _max_in_window(down, window - 0.05) <= limit // n  # recording jitter, as below
         first_shared = min(r[0] for r in records if r[0] > t_restart and not r[2])
         recovered_at.append(first_shared)
         assert first_shared - t_restart <= PROBE_MAX + TIMEOUT + 0.5
