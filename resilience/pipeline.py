@@ -12,6 +12,9 @@ rate-limited and counted by the breaker like any other call.
 Writing your own policy means implementing :class:`Policy`: one ``async`` method ``execute``
 that receives the rest of the chain as a zero-argument coroutine function and the call's
 :class:`CallContext`.
+
+:class:`CallContext` is defined in the leaf module :mod:`resilience._context` (telemetry reads
+it too, and must not import this module) and re-exported here.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import time
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
+from typing import ParamSpec, Protocol, TypeVar, runtime_checkable
 
 from resilience import telemetry
+from resilience._context import CallContext
 
 _enabled = telemetry.enabled
 _instrument_call = telemetry.instrument_call
@@ -36,42 +39,6 @@ T = TypeVar("T")
 #: A key selects which shared state a policy uses (per tenant, per model, ...): a fixed string,
 #: or a callable that receives the protected call's arguments and returns a string.
 KeySpec = str | Callable[..., str] | None
-
-
-class CallContext:
-    """What policies know about one logical call (all its attempts).
-
-    Attributes:
-        operation: the operation's name (the decorated function's qualified name by default).
-        args, kwargs: the arguments of the protected call (used to compute per-call keys).
-        deadline: ``time.monotonic()`` value after which no attempt starts and no wait runs, or
-            ``None``. Set by :class:`resilience.Retry` when it has a deadline; inner policies
-            (the limiter's wait) honour it.
-        attempt: 1-based number of the attempt in progress (0 before the first).
-        span: the telemetry span of the call, if any (opaque to policies).
-    """
-
-    __slots__ = ("args", "attempt", "deadline", "kwargs", "operation", "span")
-
-    def __init__(
-        self,
-        operation: str,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-        deadline: float | None = None,
-    ) -> None:
-        self.operation = operation
-        self.args = args
-        self.kwargs = kwargs if kwargs is not None else {}
-        self.deadline = deadline
-        self.attempt = 0
-        self.span: Any = None
-
-    def remaining(self) -> float | None:
-        """Seconds left before the deadline (may be negative), or ``None`` without a deadline."""
-        if self.deadline is None:
-            return None
-        return self.deadline - time.monotonic()
 
 
 @runtime_checkable

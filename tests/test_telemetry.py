@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import resilience
 from resilience import Pipeline, Retryable, SlidingWindowLimiter, telemetry
 from resilience.backoff import constant
-from resilience.telemetry import names
+from resilience.telemetry import _provider, _spans, names
 from resilience.telemetry.aiohttp import make_request_hook, request_hook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -580,14 +580,14 @@ class _FakeSpan:
 def test_request_hook_sets_resend_count_from_the_attempt_only_when_retried():
     seen: list[Any] = []
     hook = make_request_hook(lambda span, params: seen.append(params))
-    token = telemetry._ATTEMPT.set(1)
+    token = _spans.ATTEMPT.set(1)
     try:
         first = _FakeSpan()
         hook(first, "p1")
         assert first.attrs == {}
     finally:
-        telemetry._ATTEMPT.reset(token)
-    token = telemetry._ATTEMPT.set(3)
+        _spans.ATTEMPT.reset(token)
+    token = _spans.ATTEMPT.set(3)
     try:
         third = _FakeSpan()
         hook(third, "p3")
@@ -596,7 +596,7 @@ def test_request_hook_sets_resend_count_from_the_attempt_only_when_retried():
         request_hook(idle, None)
         assert idle.attrs == {}
     finally:
-        telemetry._ATTEMPT.reset(token)
+        _spans.ATTEMPT.reset(token)
     outside = _FakeSpan()
     request_hook(outside, None)
     assert outside.attrs == {}
@@ -759,8 +759,8 @@ ABSENT = textwrap.dedent(
     asyncio.run(main())
     assert not telemetry.enabled()
     assert seen == {"span": None, "attempt": 0}, seen
-    from resilience.telemetry import _STATE
-    assert _STATE.tracer is None and _STATE.meter is None
+    from resilience.telemetry import _provider
+    assert _provider._STATE.tracer is None and _provider._STATE.instruments is None
 
     # (redis-py 8 imports parts of the SDK when it is installed; importing is not creating.)
     from opentelemetry.sdk.metrics import Meter as SdkMeter, MeterProvider as SdkMeterProvider
@@ -818,7 +818,7 @@ HIDE_PRIVATE = textwrap.dedent(
 @pytest.mark.parametrize("private_names", ["present", "hidden"])
 def test_telemetry_absent_creates_no_sdk_objects_and_passes_through(private_names: str):
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OTEL_")}
-    script = ABSENT + 'print("state", telemetry._state.__name__)\n'
+    script = ABSENT + 'print("private globals", _provider.reads_private_globals())\n'
     if private_names == "hidden":
         script = HIDE_PRIVATE + script
     out = subprocess.run(
@@ -833,8 +833,7 @@ def test_telemetry_absent_creates_no_sdk_objects_and_passes_through(private_name
     lines = out.stdout.strip().splitlines()
     assert lines[-2] == "OK"
     # Without the private names, the public getters are used (and everything above held).
-    expected = "_state_public" if private_names == "hidden" else "_state_private"
-    assert lines[-1] == "state " + expected
+    assert lines[-1] == f"private globals {private_names == 'present'}"
 
 
 def _without(mod: Any, *hidden: str) -> Any:
@@ -852,12 +851,14 @@ def private_names_hidden(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     import opentelemetry.metrics._internal as api_metrics_internal
     import opentelemetry.trace as api_trace
 
-    monkeypatch.setattr(telemetry, "_trace", _without(api_trace, "_TRACER_PROVIDER"))
-    monkeypatch.setattr(
-        telemetry,
-        "_metrics_internal",
-        _without(api_metrics_internal, "_METER_PROVIDER", "_ProxyMeter"),
-    )
+    trace_copy = _without(api_trace, "_TRACER_PROVIDER")
+    internal_copy = _without(api_metrics_internal, "_METER_PROVIDER", "_ProxyMeter")
+    monkeypatch.setattr(_provider, "_trace", trace_copy)
+    monkeypatch.setattr(_provider, "_metrics_internal", internal_copy)
+    # Where the provider globals are read while the private names were visible.
+    assert _provider.reads_private_globals()
+    monkeypatch.setattr(_provider, "_tp_globals", trace_copy)
+    monkeypatch.setattr(_provider, "_mp_globals", internal_copy)
     yield
     monkeypatch.undo()
     telemetry.configure()  # back to the private names, now visible again
@@ -879,13 +880,13 @@ async def test_telemetry_works_without_the_private_names(otel: Otel, request: An
     assert telemetry.enabled()  # resolved the usual way first
     request.getfixturevalue("private_names_hidden")
     assert await work() == "ok"
-    assert telemetry._state is telemetry._state_public  # switched to the public getters
+    assert not _provider.reads_private_globals()  # switched to the public getters
     assert telemetry.enabled()
     spans = otel.finished()
     assert sorted(s.name for s in spans) == ["attempt hidden", "attempt hidden", "hidden"]
     assert _points(otel.metrics()[names.METRIC_RETRIES])[0][1] == 1
     telemetry.configure(otel.tp, otel.mp)  # a new resolution without the private names
-    assert telemetry._state is telemetry._state_public
+    assert not _provider.reads_private_globals()
     left[0] = 1
     assert await work() == "ok"
     assert len(otel.finished()) == 6
@@ -898,9 +899,9 @@ def test_api_meters_record_nothing_without_the_private_names(
     from opentelemetry.metrics import _internal as api_metrics_internal
 
     proxy = api_metrics_internal._ProxyMeterProvider().get_meter("x")
-    assert telemetry._records_nothing(proxy)
-    assert telemetry._records_nothing(NoOpMeter("x"))
-    assert not telemetry._records_nothing(otel.mp.get_meter("x"))
+    assert _provider.records_nothing(proxy)
+    assert _provider.records_nothing(NoOpMeter("x"))
+    assert not _provider.records_nothing(otel.mp.get_meter("x"))
 
 
 def test_library_imports_the_api_only():
@@ -958,6 +959,77 @@ async def test_call_outcome_tells_why_the_retrier_gave_up(otel: Otel):
     assert fatal[names.ATTR_ERROR_TYPE] == "ValueError"
     assert fatal[names.ATTR_RETRY_ATTEMPTS] == 2
     assert all(c.status.status_code is StatusCode.ERROR for c in calls.values())
+
+
+def _gives_up_for(reason: str) -> Any:
+    """A pipeline whose retrier gives up on its first failure for ``reason``."""
+    if reason == "deadline":  # the 10 s backoff would end past the 1 s deadline
+        retry = resilience.Retry(3, backoff=constant(10), deadline=1.0, retry_on=_Boom)
+    elif reason == "budget":  # no ratio, no floor: every retry is refused
+        budget = resilience.RetryBudget(0, 0, store=resilience.MemoryStore(), name="empty")
+        retry = resilience.Retry(3, backoff=constant(0), budget=budget, retry_on=_Boom)
+    else:  # "attempts"
+        retry = resilience.Retry(1, retry_on=_Boom)
+
+    @Pipeline(retry, name=f"op.{reason}")
+    async def fails() -> None:
+        raise _Boom()
+
+    return fails
+
+
+@pytest.mark.parametrize(
+    ("reason", "outcome"),
+    [
+        ("attempts", names.OUTCOME_EXHAUSTED),
+        ("deadline", names.OUTCOME_DEADLINE_EXCEEDED),
+        ("budget", names.OUTCOME_BUDGET_EXHAUSTED),
+    ],
+)
+async def test_each_give_up_reason_sets_its_call_outcome(
+    otel: Otel, reason: str, outcome: str
+) -> None:
+    with pytest.raises(_Boom):
+        await _gives_up_for(reason)()
+    (call,) = [s for s in otel.finished() if s.parent is None]
+    assert (call.attributes or {})[names.ATTR_OUTCOME] == outcome
+
+
+async def test_retry_reports_a_typed_give_up_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    reported: list[Any] = []
+
+    def exhausted(ctx: Any, **kw: Any) -> None:
+        reported.append(kw["reason"])
+
+    monkeypatch.setattr(telemetry, "retry_exhausted", exhausted)
+    for reason in ("attempts", "deadline", "budget"):
+        with pytest.raises(_Boom):
+            await _gives_up_for(reason)()
+    assert reported == [
+        telemetry.GiveUpReason.ATTEMPTS,
+        telemetry.GiveUpReason.DEADLINE,
+        telemetry.GiveUpReason.BUDGET,
+    ]
+    assert all(type(r) is telemetry.GiveUpReason for r in reported)
+
+
+def test_every_give_up_reason_maps_to_an_outcome_without_substring_matching() -> None:
+    from resilience.telemetry._outcomes import GAVE_UP_OUTCOME, call_outcome
+
+    GiveUpReason = telemetry.GiveUpReason
+    assert set(GAVE_UP_OUTCOME) == set(GiveUpReason)
+    assert {call_outcome(ValueError(), r) for r in GiveUpReason} == {
+        names.OUTCOME_EXHAUSTED,
+        names.OUTCOME_DEADLINE_EXCEEDED,
+        names.OUTCOME_BUDGET_EXHAUSTED,
+        names.OUTCOME_CIRCUIT_OPEN,
+        names.OUTCOME_NON_RETRYABLE,
+    }
+    # The values are the enum's: words that merely contain "budget" or "deadline" are not.
+    assert call_outcome(ValueError(), "budget") == names.OUTCOME_BUDGET_EXHAUSTED  # type: ignore[arg-type]
+    assert call_outcome(ValueError(), "no budget left") == names.OUTCOME_EXHAUSTED  # type: ignore[arg-type]
+    assert call_outcome(ValueError(), None) == names.OUTCOME_FAILURE
+    assert str(GiveUpReason.DEADLINE) == f"{GiveUpReason.DEADLINE}" == "deadline"
 
 
 SETUP_GLOBAL = textwrap.dedent(

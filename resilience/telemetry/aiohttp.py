@@ -29,7 +29,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from resilience.telemetry import _ATTEMPT, names
+from resilience.telemetry import names
+from resilience.telemetry._spans import ATTEMPT
 
 __all__ = ["RequestHook", "make_request_hook", "request_hook"]
 
@@ -44,7 +45,7 @@ def request_hook(span: Any, params: Any = None) -> None:
     Does nothing on the first attempt, outside any attempt, or on a non-recording span.
     ``params`` (the aiohttp ``TraceRequestStartParams``) is not used.
     """
-    n = _ATTEMPT.get()
+    n = ATTEMPT.get()
     if n >= 2 and span is not None and span.is_recording():
         span.set_attribute(names.ATTR_HTTP_REQUEST_RESEND_COUNT, n - 1)
 

@@ -20,7 +20,9 @@ Semantics of one call under ``Retry(attempts, backoff=..., deadline=..., budget=
    delay would end at or past the deadline (no attempt starts after it); a
    :class:`resilience.CircuitOpen` would still be open after the delay (without a deadline,
    the capped delay); or the budget refuses the retry. A flagged *result* is returned instead
-   of raised.
+   of raised. Why it gave up is a :class:`resilience.telemetry.GiveUpReason` (``ATTEMPTS``,
+   ``DEADLINE``, ``CIRCUIT_OPEN``, ``BUDGET``, ``NOT_RETRYABLE``): telemetry reports it as the
+   call's outcome, logs its value.
 4. It logs the retry, sleeps, and runs the next attempt.
 
 On giving up, the exception carries a PEP 678 note listing each attempt's error and delay.
@@ -49,6 +51,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from resilience import telemetry
+from resilience._context import GiveUpReason
 from resilience._deadline import run_bounded
 from resilience.backoff import exponential
 from resilience.errors import CircuitOpen
@@ -256,16 +259,16 @@ class Retry(PolicyBase):
         pred = self.retry_if_result
         while True:
             # -- decide whether and when to retry
-            reason: str | None = None
+            reason: GiveUpReason | None = None
             hint: float | None = None
             delay = 0.0
             source: telemetry.DelaySource = "backoff"
             if exc is not None and not self._retryable(exc):
-                reason = "not_retryable"
+                reason = GiveUpReason.NOT_RETRYABLE
             else:
                 hint = hint_of(exc if exc is not None else result)
                 if attempt >= max_attempts:
-                    reason = "attempts"
+                    reason = GiveUpReason.ATTEMPTS
             if reason is None:
                 delay = self._delay(attempt, prev_delay)
                 if hint is not None and hint > delay:
@@ -283,11 +286,11 @@ class Retry(PolicyBase):
                         else self._cap
                     )
                 if isinstance(exc, CircuitOpen) and hint is not None and delay < hint:
-                    reason = "circuit_open"
+                    reason = GiveUpReason.CIRCUIT_OPEN
                 elif ctx.deadline is not None and _monotonic() + delay >= ctx.deadline:
-                    reason = "deadline"
+                    reason = GiveUpReason.DEADLINE
                 elif self.budget is not None and not await self.budget.withdraw():
-                    reason = "budget"
+                    reason = GiveUpReason.BUDGET
             if reason is not None:
                 return cast(T, self._give_up(ctx, exc, result, reason, attempt, history))
             # -- retry
@@ -326,7 +329,8 @@ class Retry(PolicyBase):
                 # the granted retry back).
                 if self.budget is not None:
                     self.budget.refund()
-                return cast(T, self._give_up(ctx, exc, result, "deadline", attempt, history))
+                gave_up = self._give_up(ctx, exc, result, GiveUpReason.DEADLINE, attempt, history)
+                return cast(T, gave_up)
             attempt += 1
             prev_delay = delay
             ctx.attempt = attempt
@@ -355,38 +359,40 @@ class Retry(PolicyBase):
         ctx: CallContext,
         exc: Exception | None,
         result: Any,
-        reason: str,
+        reason: GiveUpReason,
         attempt: int,
         history: list[tuple[int, str, float]],
     ) -> Any:
-        if reason != "not_retryable" or history:
+        if reason is not GiveUpReason.NOT_RETRYABLE or history:
             telemetry.retry_exhausted(ctx, policy=self.name, attempts=attempt, reason=reason)
-        if reason == "not_retryable" and not history:
+        if reason is GiveUpReason.NOT_RETRYABLE and not history:
             assert exc is not None
             raise exc
         why = {
-            "attempts": f"all {attempt} attempts failed",
-            "deadline": f"deadline of {self._deadline_text(ctx)} reached",
-            "budget": f"retry budget {self.budget.name if self.budget else ''!r} exhausted",
-            "circuit_open": "circuit breaker stays open longer than the backoff allows",
-            "not_retryable": "error is not retryable",
+            GiveUpReason.ATTEMPTS: f"all {attempt} attempts failed",
+            GiveUpReason.DEADLINE: f"deadline of {self._deadline_text(ctx)} reached",
+            GiveUpReason.BUDGET: (
+                f"retry budget {self.budget.name if self.budget else ''!r} exhausted"
+            ),
+            GiveUpReason.CIRCUIT_OPEN: "circuit breaker stays open longer than the backoff allows",
+            GiveUpReason.NOT_RETRYABLE: "error is not retryable",
         }[reason]
         lines = [f"{self.name}: gave up after {attempt} attempt(s) of {ctx.operation}: {why}"]
         for n, desc, delay in history:
             lines.append(f"  attempt {n}: {desc}; retried after {delay:.3f}s")
         lines.append(f"  attempt {attempt}: {_describe(exc)}")
-        if history or reason != "attempts":
+        if history or reason is not GiveUpReason.ATTEMPTS:
             logger.warning(
                 "%s: gave up on %s after %d attempt(s): %s",
                 self.name,
                 ctx.operation,
                 attempt,
-                reason,
+                reason.value,
                 extra={
                     "policy": self.name,
                     "operation": ctx.operation,
                     "attempt": attempt,
-                    "reason": reason,
+                    "reason": reason.value,
                 },
             )
         if exc is None:
