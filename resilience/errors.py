@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "CircuitOpen",
+    "library_error",
     "RateLimited",
     "ResilienceError",
     "Retryable",
@@ -85,3 +86,22 @@ class StoreError(ResilienceError):
     keys of the decision. The original ``redis`` exception is chained as ``__cause__``; its text
     never includes credentials.
     """
+
+
+def library_error(exc: BaseException) -> ResilienceError | None:
+    """``exc`` itself if it is a :class:`ResilienceError`, else the first one among its explicit
+    causes (``raise ... from``), else ``None``.
+
+    A client that wraps what its transport raised (the ``anthropic`` SDK turns anything its
+    httpx transport raises into ``APIConnectionError`` from it) must not turn a policy's
+    refusal inside that transport (:class:`CircuitOpen`, :class:`RateLimited`) into what looks
+    like a network failure to the policies outside it.
+    """
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 8:
+        if isinstance(e, ResilienceError):
+            return e
+        e = e.__cause__
+        seen += 1
+    return None

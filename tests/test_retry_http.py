@@ -236,3 +236,32 @@ async def test_without_a_deadline_the_cap_still_bounds_a_break() -> None:
         await call()
     assert calls == 1
     await asyncio.sleep(0)
+
+
+async def test_a_policy_refusal_wrapped_by_an_sdk_keeps_the_librarys_rules() -> None:
+    # The anthropic SDK wraps what its transport raises in APIConnectionError (from it): a
+    # breaker's CircuitOpen inside the transport must not look like a network failure outside.
+    from tests.test_http_clients import _anthropic
+
+    inner = CircuitOpen("upstream", retry_after=30.0)
+
+    def handler(request: Any) -> Any:
+        raise inner
+
+    client = _anthropic(handler)
+    with pytest.raises(Exception, match="onnection") as info:
+        client.messages.create(model="m", max_tokens=1, messages=[])
+    wrapped = info.value
+    assert wrapped.__cause__ is inner
+    assert hint_of(wrapped) == 30.0  # the break's end, not a network failure's backoff
+    # retried only when the deadline covers the break (the CircuitOpen rule)
+    assert default_retryable(wrapped)
+
+    lim = SlidingWindowLimiter(100, 60.0, store=MemoryStore(), name="wrapped", guard=0)
+
+    async def call() -> None:
+        raise wrapped
+
+    with pytest.raises(type(wrapped)):
+        await lim.execute(call, CallContext("op"))
+    assert (await lim.try_acquire()).allowed  # a refusal is not an upstream pause

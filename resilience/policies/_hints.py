@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from resilience.errors import library_error
 from resilience.http import WaitHint, classify
 
 __all__ = ["requested_wait"]
@@ -42,6 +43,10 @@ def requested_wait(obj: object) -> WaitHint | None:
        :func:`resilience.http.wait_hint`). A failure that is not retryable (a 400, a billing
        429) asks for no wait.
     """
+    if isinstance(obj, BaseException):
+        lib = library_error(obj)
+        if lib is not None:  # a policy's refusal, possibly wrapped by a client
+            return _attribute_hint(lib)
     hint = _attribute_hint(obj)
     if hint is not None:
         return hint

@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from resilience import telemetry
-from resilience.errors import RateLimited, ResilienceError
+from resilience.errors import RateLimited, ResilienceError, library_error
 from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
 from resilience.policies._hints import requested_wait
 from resilience.policies._validate import (
@@ -292,7 +292,7 @@ class _WindowPolicy(PolicyBase):
         try:
             return await call()
         except Exception as exc:
-            hint = None if isinstance(exc, ResilienceError) else requested_wait(exc)
+            hint = None if library_error(exc) is not None else requested_wait(exc)
             if hint is not None and hint.seconds > 0:
                 try:
                     await self.penalize(min(hint.seconds, MAX_SECONDS), key)

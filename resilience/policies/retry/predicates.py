@@ -17,7 +17,8 @@ and never otherwise. An exception's own ``retryable`` flag (``resilience.aiohttp
 decided with the request's method) is taken as it is.
 
 The library's own errors follow fixed rules whatever ``retry_on`` says, unless ``retry_on``
-names one of their types explicitly:
+names one of their types explicitly (also when a client wrapped them, e.g. a transport
+policy's ``CircuitOpen`` inside the ``anthropic`` SDK's ``APIConnectionError``):
 
 - :class:`resilience.RateLimited` is never retried: the limiter already waited as long as the
   call's deadline allowed, so another attempt could only fail the same way;
@@ -38,7 +39,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Literal
 
-from resilience.errors import CircuitOpen, ResilienceError, Retryable
+from resilience.errors import CircuitOpen, ResilienceError, Retryable, library_error
 from resilience.http import classify
 from resilience.policies._hints import requested_wait
 
@@ -80,8 +81,9 @@ def _library_rule(exc: ResilienceError) -> bool:
 
 def default_retryable(exc: Exception) -> bool:
     """The default classification (see the module docs)."""
-    if isinstance(exc, ResilienceError):
-        return _library_rule(exc)
+    lib = library_error(exc)
+    if lib is not None:
+        return _library_rule(lib)
     if isinstance(exc, (Retryable, *_TRANSIENT)):
         return True
     flag = getattr(exc, "retryable", None)
