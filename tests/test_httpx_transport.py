@@ -563,12 +563,17 @@ async def test_raise_for_status_options(module: tuple[Any, Any], no_backoff: Non
     async with m.AsyncClient(transport=never) as c:
         assert (await c.get("http://upstream.test/")).status_code == 503
     assert len(seen) == 1
-    breaker = CircuitBreaker(2, name=unique("b"))
-    every = transport_cls(breaker, transport=mock(m, [400, 404], seen), raise_for_status="all")
-    async with m.AsyncClient(transport=every) as c:
-        assert (await c.get("http://upstream.test/")).status_code == 400
-        assert (await c.get("http://upstream.test/")).status_code == 404
-    assert (await breaker.state()) == "open"
+    # "all" raises the caller's faults inside the pipeline too; the breaker's default still
+    # does not count them (the upstream answered), a failure_on that says so does.
+    default = CircuitBreaker(2, name=unique("b"))
+    counting = CircuitBreaker(2, name=unique("b"), failure_on=Exception)
+    for breaker in (default, counting):
+        every = transport_cls(breaker, transport=mock(m, [400, 404], seen), raise_for_status="all")
+        async with m.AsyncClient(transport=every) as c:
+            assert (await c.get("http://upstream.test/")).status_code == 400
+            assert (await c.get("http://upstream.test/")).status_code == 404
+    assert (await default.state()) == "closed"
+    assert (await counting.state()) == "open"
 
 
 async def test_policies_see_decided_failures(module: tuple[Any, Any]) -> None:
