@@ -26,6 +26,13 @@ import random as _random
 from collections.abc import Callable
 from typing import Literal, Protocol, runtime_checkable
 
+from resilience.policies._validate import (
+    at_least,
+    check_instance,
+    check_one_of,
+    positive_number,
+)
+
 __all__ = ["BackoffStrategy", "Constant", "Exponential", "Jitter", "constant", "exponential"]
 
 Jitter = Literal["full", "equal", "decorrelated", "none"]
@@ -43,15 +50,6 @@ class BackoffStrategy(Protocol):
     def __call__(self, attempt: int, previous_delay: float) -> float:
         """Seconds to sleep after attempt number ``attempt`` (1-based) failed."""
         ...
-
-
-def _number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return v
 
 
 class Exponential:
@@ -85,20 +83,12 @@ class Exponential:
         *,
         rng: _random.Random | None = None,
     ) -> None:
-        initial = _number("initial", initial)
-        if initial <= 0:
-            raise ValueError(f"initial must be > 0 seconds, got {initial!r}")
-        multiplier = _number("multiplier", multiplier)
-        if multiplier < 1:
-            raise ValueError(f"multiplier must be >= 1, got {multiplier!r}")
-        cap = _number("max", max)
-        if cap < initial:
-            raise ValueError(f"max must be >= initial ({initial!r}), got {max!r}")
-        if jitter not in _JITTERS:
-            kinds = ", ".join(map(repr, _JITTERS))
-            raise ValueError(f"jitter must be one of {kinds}; got {jitter!r}")
-        if rng is not None and not isinstance(rng, _random.Random):
-            raise TypeError(f"rng must be a random.Random, got {type(rng).__name__}")
+        initial = positive_number("initial", initial, unit=" seconds")
+        multiplier = at_least("multiplier", multiplier, 1)
+        cap = at_least("max", max, initial, bound=f"initial ({initial!r})")
+        check_one_of("jitter", jitter, _JITTERS)
+        if rng is not None:
+            check_instance("rng", rng, _random.Random, "random.Random")
         self.initial = initial
         self.multiplier = multiplier
         self.max = cap
@@ -155,10 +145,7 @@ class Constant:
     __slots__ = ("delay", "max")
 
     def __init__(self, delay: float) -> None:
-        d = _number("delay", delay)
-        if d < 0:
-            raise ValueError(f"delay must be >= 0 seconds, got {delay!r}")
-        self.delay = d
+        self.delay = at_least("delay", delay, 0, unit=" seconds")
         #: Caps ``retry_after`` hints too: a hint longer than ``delay`` is honoured (the
         #: retrier waits ``max(delay, hint)``), so the cap is infinite.
         self.max = math.inf

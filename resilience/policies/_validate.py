@@ -1,5 +1,11 @@
 """Argument checks shared by every policy: each error names the parameter.
 
+Every check takes the parameter's name (``param``) and starts its message with it
+(``"window must be ..."``), so an option is reported the same way whichever policy (or
+strategy) takes it: :class:`resilience.CircuitBreaker`, :class:`resilience.SlidingWindowLimiter`,
+:class:`resilience.Retry`, :mod:`resilience.backoff`, the pybreaker interop. ``TypeError`` for
+a value of the wrong kind (a ``bool`` is never a number), ``ValueError`` for one out of range.
+
 Names and keys end up in store keys (see :mod:`resilience.stores.keys`), so every policy checks
 them here, the same way, before any store sees them: a bad one fails with the same
 ``TypeError``/``ValueError`` on :class:`resilience.MemoryStore` and
@@ -11,22 +17,35 @@ returned).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from resilience.stores.keys import check_text
 
 __all__ = [
     "MAX_LIMIT",
     "MAX_SECONDS",
+    "ExceptionPredicate",
+    "at_least",
     "call_key",
+    "check_callable",
+    "check_callables",
+    "check_exception_matcher",
+    "check_instance",
     "check_key",
     "check_name",
+    "check_one_of",
     "check_store",
+    "exception_types",
+    "finite_number",
+    "min_duration",
     "non_negative_seconds",
     "positive_int",
+    "positive_number",
     "positive_seconds",
 ]
+
+T = TypeVar("T")
 
 
 #: The largest ``limit`` of a rate limiter, hence also the largest ``cost``: 2**40 (about
@@ -37,20 +56,62 @@ __all__ = [
 MAX_LIMIT = 2**40
 
 
-def positive_int(name: str, value: object) -> int:
-    """``value`` as a positive int, or ``TypeError``/``ValueError`` naming ``name``."""
+def positive_int(param: str, value: object) -> int:
+    """``value`` as a positive int, or ``TypeError``/``ValueError`` naming ``param``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise TypeError(f"{param} must be an int, got {type(value).__name__}")
     if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+        raise ValueError(f"{param} must be > 0, got {value}")
     return value
 
 
-def positive_seconds(name: str, value: object) -> float:
-    """``value`` as a finite number of seconds > 0."""
-    v = non_negative_seconds(name, value)
+# ---------------------------------------------------------------------- numbers
+
+
+def finite_number(param: str, value: object) -> float:
+    """``value`` (an int or a float, not a bool) as a finite float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{param} must be a number, got {type(value).__name__}")
+    try:
+        v = float(value)
+    except OverflowError:  # an int too large for a float
+        v = math.inf
+    if not math.isfinite(v):
+        raise ValueError(f"{param} must be finite, got {value!r}")
+    return v
+
+
+def at_least(
+    param: str, value: object, minimum: float, *, bound: str | None = None, unit: str = ""
+) -> float:
+    """``value`` as a finite number ``>= minimum``.
+
+    ``bound`` describes the minimum in the message when it comes from another option (e.g.
+    ``"initial (1.0)"``); ``unit`` follows it (``" seconds"``).
+    """
+    v = finite_number(param, value)
+    if v < minimum:
+        shown = f"{minimum:g}" if bound is None else bound
+        raise ValueError(f"{param} must be >= {shown}{unit}, got {value!r}")
+    return v
+
+
+def positive_number(param: str, value: object, *, unit: str = "") -> float:
+    """``value`` as a finite number ``> 0`` (``unit``, e.g. ``" seconds"``, in the message)."""
+    v = finite_number(param, value)
+    if v <= 0:
+        raise ValueError(f"{param} must be > 0{unit}, got {value!r}")
+    return v
+
+
+# ---------------------------------------------------------------------- durations
+
+
+def positive_seconds(param: str, value: object) -> float:
+    """``value`` as a finite number of seconds in ``(0, MAX_SECONDS]``."""
+    v = non_negative_seconds(param, value)
     if v == 0:
-        raise ValueError(f"{name} must be > 0 seconds, got {value}")
+        raise ValueError(f"{param} must be > 0 seconds, got {value}")
     return v
 
 
@@ -60,17 +121,110 @@ def positive_seconds(name: str, value: object) -> float:
 MAX_SECONDS = 1e8
 
 
-def non_negative_seconds(name: str, value: object) -> float:
+def non_negative_seconds(param: str, value: object) -> float:
     """``value`` as a finite number of seconds in ``[0, MAX_SECONDS]``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+        raise TypeError(f"{param} must be a number of seconds, got {type(value).__name__}")
     try:
         v = float(value)
     except OverflowError:  # an int too large for a float
         v = math.inf
     if not math.isfinite(v) or v < 0 or v > MAX_SECONDS:
-        raise ValueError(f"{name} must be a number of seconds in [0, {MAX_SECONDS:g}], got {value}")
+        raise ValueError(
+            f"{param} must be a number of seconds in [0, {MAX_SECONDS:g}], got {value}"
+        )
     return v
+
+
+def min_duration(param: str, value: object, minimum: float, reason: str = "") -> float:
+    """``value`` as a number of seconds in ``[minimum, MAX_SECONDS]``: for a duration a store
+    must represent, where one too small would round to nothing. ``reason`` (why the minimum)
+    is added to the message in parentheses."""
+    v = positive_seconds(param, value)
+    if v < minimum:
+        why = f" ({reason})" if reason else ""
+        raise ValueError(f"{param} must be at least {minimum:g} seconds{why}, got {value}")
+    return v
+
+
+# ---------------------------------------------------------------------- callables and types
+
+#: What an exception matcher (``failure_on``, ``retry_on``) compiles to: ``True`` = it matches.
+ExceptionPredicate = Callable[[BaseException], bool]
+
+_MATCHER = (
+    "an exception type, a non-empty tuple of exception types, or a predicate over the exception"
+)
+
+
+def exception_types(param: str, value: object) -> tuple[type[BaseException], ...] | None:
+    """The exception types of a ``failure_on``/``retry_on``-style option: an exception type,
+    or a non-empty tuple (list, set) of them; ``None`` when ``value`` is a predicate (any other
+    callable). ``TypeError`` naming ``param`` otherwise."""
+    if isinstance(value, type):
+        if not issubclass(value, BaseException):
+            raise TypeError(f"{param} must be {_MATCHER}, got the type {value.__name__}")
+        return (value,)
+    if isinstance(value, tuple | list | set | frozenset):
+        types = tuple(value)
+        if not types:
+            raise TypeError(f"{param} must be {_MATCHER}, got an empty {type(value).__name__}")
+        for t in types:
+            if not (isinstance(t, type) and issubclass(t, BaseException)):
+                raise TypeError(f"{param} must contain exception types only, got {t!r}")
+        return types
+    if callable(value):
+        return None
+    raise TypeError(f"{param} must be {_MATCHER}, got {type(value).__name__}")
+
+
+def check_exception_matcher(param: str, value: object) -> ExceptionPredicate | None:
+    """A ``failure_on``/``retry_on``-style option as a predicate over the exception; ``None``
+    stays ``None`` (the policy's default). See :func:`exception_types` for what is accepted."""
+    if value is None:
+        return None
+    types = exception_types(param, value)
+    if types is None:
+        return value  # type: ignore[return-value]  # a predicate (callable, checked above)
+    if len(types) == 1:
+        exc_type = types[0]
+        return lambda e: isinstance(e, exc_type)
+    return lambda e: isinstance(e, types)
+
+
+def check_callable(param: str, value: object, what: str = "callable") -> Any:
+    """``value`` if it is callable, else ``TypeError``: ``"<param> must be <what>, got ..."``
+    (``what`` e.g. ``"a predicate over the result"``)."""
+    if not callable(value):
+        raise TypeError(f"{param} must be {what}, got {type(value).__name__}")
+    return value
+
+
+def check_callables(param: str, value: object) -> list[Any]:
+    """An iterable of callables (not a str) as a list; each bad item is named
+    ``<param>[<index>]``."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"{param} must be an iterable of callables, got {type(value).__name__}")
+    return [check_callable(f"{param}[{i}]", fn) for i, fn in enumerate(value)]
+
+
+def check_one_of(param: str, value: object, choices: Sequence[object]) -> Any:
+    """``value`` if it is one of ``choices``, else ``ValueError`` listing them."""
+    if value not in choices:
+        kinds = ", ".join(map(repr, choices))
+        raise ValueError(f"{param} must be one of {kinds}; got {value!r}")
+    return value
+
+
+def check_instance(param: str, value: object, cls: type[T], what: str | None = None) -> T:
+    """``value`` if it is an instance of ``cls``, else ``TypeError``: ``"<param> must be a
+    <what>, got ..."`` (``what`` defaults to the class's name)."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{param} must be a {what or cls.__name__}, got {type(value).__name__}")
+    return value
+
+
+# ---------------------------------------------------------------------- names, keys, stores
 
 
 def check_name(name: object, param: str = "name") -> str:

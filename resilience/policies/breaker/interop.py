@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from resilience import telemetry
 from resilience.errors import CircuitOpen, ResilienceError
 from resilience.pipeline import CallContext, PolicyBase
-from resilience.policies._validate import check_name
+from resilience.policies._validate import check_instance, check_name
 
 __all__ = ["PyBreakerPolicy", "pybreaker_policy"]
 
@@ -99,11 +99,9 @@ class PyBreakerPolicy(PolicyBase):
 
     def __init__(self, breaker: Any, *, name: str | None = None) -> None:
         pb = _pybreaker()
-        if not isinstance(breaker, pb.CircuitBreaker):
-            raise TypeError(
-                f"breaker must be a pybreaker.CircuitBreaker, got {type(breaker).__name__}"
-            )
-        self.breaker = breaker
+        self.breaker = check_instance(
+            "breaker", breaker, pb.CircuitBreaker, "pybreaker.CircuitBreaker"
+        )
         self.name = check_name(name) if name is not None else (breaker.name or "pybreaker")
         self._probing = False
         self._error = pb.CircuitBreakerError
