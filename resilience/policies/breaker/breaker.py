@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 from resilience import telemetry
-from resilience.errors import CircuitOpen, ResilienceError
+from resilience.errors import CircuitOpen, ResilienceError, library_error
 from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
 from resilience.policies._hints import requested_wait
 from resilience.policies._validate import MAX_SECONDS, call_key
@@ -289,8 +289,8 @@ class CircuitBreaker(PolicyBase):
 
     def _is_failure(self, exc: BaseException) -> bool | None:
         """``True`` failure, ``False`` success, ``None`` neither (never counted)."""
-        if not isinstance(exc, Exception) or isinstance(exc, ResilienceError):
-            return None
+        if not isinstance(exc, Exception) or library_error(exc) is not None:
+            return None  # cancellation, exits, a policy's refusal (possibly client-wrapped)
         if self._failure_on is None:
             return default_failure(exc)
         return bool(self._failure_on(exc))
