@@ -25,8 +25,7 @@ from resilience.policies.breaker import (
 )
 from resilience.policies.ratelimit import Decision, SlidingWindowLimiter, all_of
 from resilience.policies.retry import Retry, RetryBudget
-from resilience.stores import MemoryStore, RedisStore, Store
-from resilience.stores.fallback import FallbackStore
+from resilience.stores import FallbackStore, MemoryStore, RedisStore, Store
 from resilience.telemetry import configure as configure_telemetry
 
 

@@ -27,9 +27,8 @@ from resilience import (
     all_of,
 )
 from resilience.policies._validate import MAX_LIMIT, call_key, check_key, check_name
-from resilience.stores.base import WindowLimit
-from resilience.stores.keys import window_keys
-from resilience.stores.memory.window import MAX_WEIGHT
+from resilience.stores.base import MAX_WEIGHT, WindowLimit
+from resilience.stores.redis._keys import window_keys
 from tests.redis_servers import RedisServer
 
 SURROGATE = "tenant-\udcff"

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 
 from resilience import CircuitBreaker, CircuitOpen, MemoryStore, RedisStore, StateChange
 from resilience.stores.base import BreakerReply
-from resilience.stores.keys import breaker_channel
+from resilience.stores.redis._keys import breaker_channel
 from tests.redis_servers import RedisServer
 
 LEASE = 30.0  # a leaked permit would refuse every caller for this long

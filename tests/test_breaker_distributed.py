@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from resilience import CircuitBreaker, CircuitOpen, RedisStore
-from resilience.stores.keys import breaker_keys
+from resilience.stores.redis._keys import breaker_keys
 from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -369,8 +369,7 @@ async def test_round_trips_per_process(
 
 
 def _subscribed(store: RedisStore) -> bool:
-    events = store.__dict__.get("_breaker_events", {})
-    return any(ev.connected for ev in events.values())
+    return store._events.connected
 
 
 async def _until_subscribed(store: RedisStore, timeout: float = 10.0) -> None:

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from resilience import CircuitBreaker, CircuitOpen, MemoryStore, RedisStore
-from resilience.stores.keys import breaker_keys
+from resilience.stores.redis._keys import breaker_keys
 from tests.redis_servers import RedisServer
 
 MIN_DURATION = 0.001  # resilience.policies.breaker.MIN_DURATION

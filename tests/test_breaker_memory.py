@@ -13,7 +13,7 @@ import asyncio
 import redis.asyncio as aioredis
 
 from resilience import CircuitBreaker, MemoryStore, RedisStore
-from resilience.stores.keys import breaker_keys
+from resilience.stores.redis._keys import breaker_keys
 
 WINDOW = 0.3
 BURST = 20_000

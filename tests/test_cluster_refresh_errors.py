@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from resilience import RedisStore, SlidingWindowLimiter, StoreUnavailable
-from resilience.stores.health import health_of
+from resilience.stores.redis._health import health_of
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from resilience import RedisStore, SlidingWindowLimiter
-from resilience.stores.fallback import FallbackStore
-from resilience.stores.keys import breaker_keys, escape, presence_key, window_keys
+from resilience.stores import FallbackStore
+from resilience.stores.redis._keys import breaker_keys, escape, presence_key, window_keys
 from tests.redis_servers import RedisServer
 
 HOSTILE = st.one_of(
@@ -84,7 +84,7 @@ async def test_hostile_keys_on_a_real_store(
     assert not (await lim.try_acquire(k1)).allowed
     assert lim.store is not store
     assert isinstance(lim.store, FallbackStore)
-    await asyncio.gather(*lim.store._tasks)  # the presence announcements
+    await asyncio.gather(*lim.store.fleet.tasks)  # the presence announcements
     written = {k.decode() for k in await store.client.keys(f"{p}:*")}  # type: ignore[union-attr]
     expected: set[str] = set()
     for k in {k1, k2}:

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from resilience import MemoryStore, RedisStore, SlidingWindowLimiter, StoreUnavailable, all_of
 from resilience.stores.base import WindowLimit
-from resilience.stores.keys import window_keys
+from resilience.stores.redis._keys import window_keys
 from tests.redis_servers import RedisServer
 
 Store = MemoryStore | RedisStore

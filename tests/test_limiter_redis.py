@@ -27,7 +27,7 @@ from resilience import (
     all_of,
 )
 from resilience.stores.base import WindowLimit
-from resilience.stores.keys import window_keys
+from resilience.stores.redis._keys import window_keys
 from tests import limiter_workers
 from tests.redis_servers import RedisCluster, RedisServer, free_port
 

@@ -1,6 +1,7 @@
-"""Presence and fair shares: each decider learns the live set's size and its own rank, and the
-shares computed from one set add up to exactly the limit (some 0 when there are more deciders
-than the limit); a fallback decision always suspends the calling task once."""
+"""Presence and fair shares: each decider learns the live set's size and its own rank (the
+stores' part: ``tests/conformance/test_presence.py``), and the shares computed from one set add
+up to exactly the limit (some 0 when there are more deciders than the limit); a fallback
+decision always suspends the calling task once."""
 
 from __future__ import annotations
 
@@ -11,47 +12,20 @@ from collections.abc import Sequence
 
 import pytest
 
-from resilience import MemoryStore, RateLimited, SlidingWindowLimiter, StoreUnavailable
+from resilience import RateLimited, SlidingWindowLimiter, StoreUnavailable
+from resilience.stores import FallbackStore, fair_share
+from resilience.stores._fleet import member_id
 from resilience.stores.base import Presence, WindowLimit, WindowResult
-from resilience.stores.fallback import FallbackStore, _member_id, fair_share
 
 
 def _ids(n: int) -> list[str]:
-    return [_member_id() for _ in range(n)]
-
-
-async def test_presence_counts_and_ranks(store: object) -> None:
-    """Every member that announced within the TTL is counted; once all have announced, their
-    ranks are 0..n-1 in the order of their ids, per limit name, in one call."""
-    members = _ids(5)
-    announce = store.presence_announce  # type: ignore[attr-defined]
-    for m in members:
-        await announce(["a", "b"], "k", m, 10_000_000)
-    seen = {m: await announce(["a", "b"], "k", m, 10_000_000) for m in members}
-    if isinstance(store, MemoryStore):  # private to one process: always alone
-        assert all(v == (Presence(1, 0), Presence(1, 0)) for v in seen.values())
-        return
-    for m, (a, b) in seen.items():
-        assert a == b == Presence(5, sorted(members).index(m))
-    # Another key, another set: one member alone there.
-    assert await announce(["a"], "other", members[3], 10_000_000) == (Presence(1, 0),)
-
-
-async def test_presence_forgets_members_after_the_ttl(store: object) -> None:
-    announce = store.presence_announce  # type: ignore[attr-defined]
-    old, new = sorted(_ids(2))
-    await announce(["a"], "ttl", old, 200_000)
-    assert (await announce(["a"], "ttl", new, 200_000))[0].members == (
-        1 if isinstance(store, MemoryStore) else 2
-    )
-    await asyncio.sleep(0.3)
-    assert await announce(["a"], "ttl", new, 200_000) == (Presence(1, 0),)
+    return [member_id() for _ in range(n)]
 
 
 def test_member_ids_sort_by_creation_time() -> None:
-    a = _member_id()
+    a = member_id()
     time.sleep(0.002)
-    b = _member_id()
+    b = member_id()
     assert a < b
     assert len(a) == len(b) == 30
     assert set(a + b) <= set("0123456789abcdef")
@@ -89,8 +63,8 @@ async def _fallback(reading: dict[str, tuple[Presence, ...]]) -> FallbackStore:
     fs = FallbackStore(_Down(reading), "local", presence_interval=60.0)  # type: ignore[arg-type]
     limits = (WindowLimit("q", 2, 1_000_000),)
     for key in reading:
-        fs._maybe_announce(limits, key)
-    await asyncio.gather(*fs._tasks)
+        fs.fleet.announce(limits, key)
+    await asyncio.gather(*fs.fleet.tasks)
     return fs
 
 
@@ -124,16 +98,16 @@ async def test_a_smaller_reading_waits_one_ttl() -> None:
     primary = _Down({"": (Presence(4, 3),)})
     fs = FallbackStore(primary, "local", presence_interval=1.0, clock=lambda: now[0])  # type: ignore[arg-type]
     limits = (WindowLimit("q", 2, 1_000_000),)
-    fs._maybe_announce(limits, "")
-    await asyncio.gather(*fs._tasks)
+    fs.fleet.announce(limits, "")
+    await asyncio.gather(*fs.fleet.tasks)
     primary.reading[""] = (Presence(1, 0),)
     now[0] = 1.5
-    fs._maybe_announce(limits, "")
-    await asyncio.gather(*fs._tasks)
+    fs.fleet.announce(limits, "")
+    await asyncio.gather(*fs.fleet.tasks)
     assert fs.presence(limits, "") == (Presence(4, 3),)
     now[0] = 3.5  # the 4-member reading is now older than the TTL (3 s)
-    fs._maybe_announce(limits, "")
-    await asyncio.gather(*fs._tasks)
+    fs.fleet.announce(limits, "")
+    await asyncio.gather(*fs.fleet.tasks)
     assert fs.presence(limits, "") == (Presence(1, 0),)
 
 

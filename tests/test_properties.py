@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resilience import CircuitBreaker, MemoryStore, SlidingWindowLimiter
-from resilience.stores.fallback import FallbackStore, check_fallback
+from resilience.stores import FallbackStore, check_fallback
 
 ANY = st.one_of(
     st.none(),

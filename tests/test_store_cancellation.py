@@ -13,7 +13,7 @@ import asyncio
 import redis.asyncio as aioredis
 
 from resilience import RedisStore, SlidingWindowLimiter, StoreUnavailable
-from resilience.stores.keys import window_keys
+from resilience.stores.redis._keys import window_keys
 from tests.latency_proxy import LatencyProxy
 from tests.redis_servers import RedisServer
 

@@ -7,7 +7,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from resilience import RedisStore
-from resilience.stores.health import health_of
+from resilience.stores.redis._health import health_of
 
 
 @pytest.mark.parametrize("bad", [True, False, 2.0, "8"])

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from resilience import MemoryStore, RedisStore
 from resilience.stores.base import WindowLimit
-from resilience.stores.keys import window_keys
+from resilience.stores.redis._keys import window_keys
 from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis

@@ -1,4 +1,4 @@
-"""The Redis store's command path (``resilience/stores/redis/wire.py``) against real servers."""
+"""The Redis store's command path (``resilience/stores/redis/_wire.py``) against real servers."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from redis.asyncio.connection import Connection
 
 from resilience import RedisStore, SlidingWindowLimiter
 from resilience.stores.base import WindowLimit
-from resilience.stores.health import health_of
-from resilience.stores.redis.wire import Wire
+from resilience.stores.redis._health import health_of
+from resilience.stores.redis._wire import Wire
 from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis

@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from resilience.policies._observe import observe_store
 from resilience.stores.keys import check_text
 
 __all__ = [
@@ -277,4 +278,5 @@ def check_store(store: object, operation: str) -> Any:
         return default_store()
     if not callable(getattr(store, operation, None)):
         raise TypeError(f"store must implement the Store protocol, got {type(store).__name__}")
+    observe_store(store)
     return store

@@ -2,15 +2,51 @@
 
 A policy never talks to Redis (or to a dict) itself: it asks its store for one atomic decision.
 :class:`resilience.MemoryStore` decides in-process; :class:`resilience.RedisStore` decides in
-one Lua script on Redis's own clock, so every process sharing the Redis sees one state.
+one Lua script on Redis's own clock, so every process sharing the Redis sees one state. This
+module is the whole contract a store implements (``docs/stores.md``, "Writing a store", shows
+one); the names are re-exported by :mod:`resilience.stores`.
 
-Times cross this seam as integer **microseconds** (durations only: a store keeps its own clock,
-and callers never send timestamps). Logical identities cross it as ``(name, key)`` pairs; how a
-store turns them into storage keys is its own business (see :mod:`resilience.stores.keys`).
+This module is longer than 400 lines on purpose: it is the one place where the contract is
+written, nearly all of it docstrings, and a store's author reads it as one document.
 
-The protocol is split by feature (window limiter, circuit breaker, retry budget); a store
-implements all of them. The same conformance suite (``tests/conformance``) runs against every
-implementation.
+**Units and identities.** Times cross this seam as integer **microseconds** (durations only: a
+store keeps its own clock, and callers never send timestamps). Logical identities cross it as
+``(name, key)`` pairs of *text* (a ``str`` that encodes as UTF-8; policies check it with
+:func:`resilience.stores.check_text` before any store sees it); how a store turns them into
+storage keys is its own business.
+
+**Errors.** Every operation either answers or raises one of two exceptions, never anything
+else (no client library's exception type reaches a policy):
+
+- :class:`resilience.StoreUnavailable`: the store cannot decide right now: a timeout, a
+  refused or reset connection, a protocol error, a server that is loading, read-only or
+  failing over. Every policy has a ``fallback`` for exactly this (see
+  :class:`resilience.FallbackStore`). A store bounds each call in time (``RedisStore``: its
+  ``timeout``), so an unreachable backend costs a caller that bound, never a hang.
+- :class:`resilience.StoreError`: the store answered with an error that is not about
+  availability: a key of another type (``WRONGTYPE``), a missing permission (``NOPERM``), a
+  script error. No fallback hides it: it is a misconfiguration or a bug to fix.
+
+``asyncio.CancelledError`` passes through unchanged, and a cancelled operation leaves either
+its whole effect or none (a caller that was cancelled after the store decided gets
+``CancelledError``, and cleans up what the decision granted).
+
+**Tokens.** An admission (:meth:`WindowOps.window_acquire`) and a probe permit
+(:meth:`BreakerOps.breaker_acquire`) carry a token the caller hands back (to release it, to
+record the probe's outcome). A token is a non-empty string of ASCII lower-case letters and
+digits (``[0-9a-z]``), at most :data:`MAX_TOKEN_LENGTH` characters, unique among the live
+entries of its log or breaker. Upper-case letters are reserved for stores that wrap another
+(:class:`resilience.FallbackStore` marks its own decisions ``L...`` and ``A``), so a wrapper
+always tells its tokens from its inner store's. **A rejection returns no token** (``""``) and
+writes nothing: a refused request never occupies a slot.
+
+**Capabilities.** Besides its operations a store says what kind of store it is, so that no
+policy needs to know its class: :attr:`Store.decides_locally`, :meth:`BreakerOps.breaker_tag`
+and :attr:`Store.observers` (where it reports degraded mode and fallback decisions).
+
+The protocol is split by feature (window limiter, circuit breaker, retry budget, presence); a
+store implements all of them. The conformance suite :mod:`resilience.testing.conformance`
+checks a store against this contract; the library runs it over every store it ships.
 """
 
 from __future__ import annotations
@@ -19,7 +55,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
+from resilience.stores._events import StoreObservers
+
 __all__ = [
+    "MAX_TOKEN_LENGTH",
+    "MAX_WEIGHT",
     "BreakerAction",
     "BreakerEventCallback",
     "BreakerOps",
@@ -36,6 +76,14 @@ __all__ = [
     "WindowOps",
     "WindowResult",
 ]
+
+
+#: The longest token a store may return (see "Tokens" in the module docs).
+MAX_TOKEN_LENGTH = 64
+
+#: The most one limiter log may weigh, admitted plus reserved entries (2**52): counts stay
+#: below 2**53, exact in a Lua double as in a Python int (see :meth:`WindowOps.window_acquire`).
+MAX_WEIGHT = 2**52
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,7 +113,9 @@ class WindowResult(NamedTuple):
         remaining: units still free in the tightest quota after this decision.
         wait_us: when allowed, how long to wait before using the (reserved) slot, 0 for now;
             when rejected, how long until the request could be admitted.
-        token: identifies the admitted entry (to release a reservation); ``""`` when rejected.
+        token: identifies the admitted entry (to release a reservation): ``[0-9a-z]``, at
+            most :data:`MAX_TOKEN_LENGTH` characters (see "Tokens" in the module docs);
+            always ``""`` when rejected.
     """
 
     allowed: bool
@@ -96,7 +146,8 @@ class WindowOps(Protocol):
         returns the token ``""``. A cost is one entry carrying its weight, ``1 <= cost <=
         limit``; ``key`` is text, as ``name``.
 
-        Exactness: a log never weighs more than 2**52 units (its live and reserved entries):
+        Exactness: a log never weighs more than :data:`MAX_WEIGHT` = 2**52 units (its live
+        and reserved entries):
         a request that would take it beyond is refused as if its slot lay beyond
         ``max_wait_us``. With limits of at most 2**40, every count a store keeps stays below
         2**53, exact in a Lua double (Redis scripts) as in a Python int, so every store
@@ -284,14 +335,23 @@ class BreakerOps(Protocol):
         """Call ``callback`` (on the running event loop) with every transition made by any
         process sharing this store; return a function that unsubscribes it.
 
-        Messages are ``"<tag> <gen> <state>"`` (see
-        :func:`resilience.stores.keys.breaker_channel`; ``state`` ``*``: an operator action).
-        ``""`` means "messages may have been lost" (the subscription was just established or
-        re-established): forget whatever was learned before. Delivery is best effort: while
-        the subscription is down nothing arrives, and a store whose decisions are local
-        (:class:`resilience.MemoryStore`) never calls ``callback``. Never raises once
-        subscribed; must be called with an event loop running.
+        Messages are ``"<tag> <gen> <state>"``: ``tag`` is :meth:`breaker_tag` of the
+        breaker's name and key, ``gen`` its generation after the transition, ``state`` the
+        new state or ``*`` for an operator action (re-read it). ``""`` means "messages may
+        have been lost" (the subscription was just established or re-established): forget
+        whatever was learned before. Delivery is best effort: while the subscription is down
+        nothing arrives, and a store whose decisions are local (:attr:`Store.decides_locally`)
+        never calls ``callback``. Never raises once subscribed; must be called with an event
+        loop running.
         """
+        ...
+
+    def breaker_tag(self, name: str, key: str) -> str:
+        """The ``tag`` naming breaker ``name`` for ``key`` in :meth:`breaker_subscribe`
+        messages: distinct for distinct ``(name, key)`` pairs, without spaces. A breaker maps
+        the tags of the keys it caches back to those keys, so it never needs to know how a
+        store forms them. Pure (no I/O); a store that pushes nothing may return any such
+        string."""
         ...
 
 
@@ -343,7 +403,7 @@ class BudgetOps(Protocol):
 
 
 # --------------------------------------------------------------------------------------------
-# Presence  (section owned by the fallback; see resilience/stores/fallback.py)
+# Presence  (section owned by the fallback; see resilience/stores/_fallback.py)
 # --------------------------------------------------------------------------------------------
 
 
@@ -386,7 +446,31 @@ class PresenceOps(Protocol):
 
 @runtime_checkable
 class Store(WindowOps, BreakerOps, BudgetOps, PresenceOps, Protocol):
-    """Everything a store implements: the union of the per-feature protocols above."""
+    """Everything a store implements: the union of the per-feature protocols above, a label
+    and its capabilities (the error contract and the token rule are in the module docs)."""
 
     #: A short label for logs and telemetry (never contains credentials).
     label: str
+
+    @property
+    def decides_locally(self) -> bool:
+        """Whether every decision is taken in this process, without I/O.
+
+        ``True`` (:class:`resilience.MemoryStore`): no other process shares the state, so it
+        never changes behind this process's back (nothing to cache or re-read), a decision
+        cannot be lost to a cancellation (it completes before the caller can be cancelled, or
+        does not start), the store is never unavailable and its presence is always
+        ``Presence(1, 0)``. ``False`` (:class:`resilience.RedisStore`): decisions are shared
+        and remote; policies shield them from cancellation, cache what the store pushes, and
+        fall back when it is unavailable. A store that wraps another answers for it.
+        """
+        ...
+
+    @property
+    def observers(self) -> StoreObservers:
+        """Where the store reports its availability: entering and leaving degraded mode
+        (:meth:`resilience.stores.StoreEvents.on_degraded`) and decisions a fallback took in
+        its place (:meth:`~resilience.stores.StoreEvents.on_fallback`). Policies register
+        their telemetry here; a store that is never unavailable reports nothing. A store that
+        wraps another shares the other's."""
+        ...

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from resilience import RedisStore, SlidingWindowLimiter
-from resilience.stores.fallback import FallbackStore
+from resilience.stores import FallbackStore
 
 
 def limiter_worker(

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from resilience import CircuitBreaker, CircuitOpen, RedisStore, StoreUnavailable
-from resilience.stores.fallback import FallbackStore
-from resilience.stores.health import PROBE_MAX, health_of
+from resilience.stores import FallbackStore
+from resilience.stores.redis._health import PROBE_MAX, health_of
 from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis

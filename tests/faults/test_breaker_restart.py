@@ -18,7 +18,7 @@ import pytest
 
 from resilience import CircuitBreaker, CircuitOpen, RedisStore, StoreUnavailable
 from resilience.stores.base import BreakerSpec
-from resilience.stores.health import health_of
+from resilience.stores.redis._health import health_of
 from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis

@@ -14,8 +14,8 @@ import pytest
 
 from resilience import RedisStore, Retry, RetryBudget, backoff
 from resilience.policies.retry.budget import WINDOW
-from resilience.stores.fallback import FallbackStore
-from resilience.stores.health import PROBE_MAX, health_of
+from resilience.stores import FallbackStore
+from resilience.stores.redis._health import PROBE_MAX, health_of
 from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis

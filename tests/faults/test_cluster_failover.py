@@ -20,9 +20,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from resilience import RedisStore, SlidingWindowLimiter
-from resilience.stores.fallback import FallbackStore
-from resilience.stores.health import health_of
-from resilience.stores.keys import window_keys
+from resilience.stores import FallbackStore
+from resilience.stores.redis._health import health_of
+from resilience.stores.redis._keys import window_keys
 from tests.redis_servers import RedisCluster, RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster, pytest.mark.slow]

@@ -16,8 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from resilience import RateLimited, RedisStore, SlidingWindowLimiter, StoreUnavailable
-from resilience.stores.fallback import FallbackStore
-from resilience.stores.health import PROBE_MAX, StoreHealth, health_of
+from resilience.stores import FallbackStore
+from resilience.stores.redis._health import PROBE_MAX, StoreHealth, health_of
 from tests.faults._workers import limiter_worker
 from tests.redis_servers import RedisServer
 
@@ -102,7 +102,7 @@ async def test_errors_unrelated_to_availability_do_not_degrade() -> None:
 def test_reply_errors_and_outages_are_told_apart() -> None:
     from redis.exceptions import MovedError, NoPermissionError, ResponseError
 
-    from resilience.stores.health import is_outage, is_reply_error
+    from resilience.stores.redis._errors import is_outage, is_reply_error
 
     for outage in (
         "OOM command not allowed when used memory > 'maxmemory'.",

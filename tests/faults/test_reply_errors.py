@@ -16,8 +16,8 @@ from resilience import (
     StoreError,
     StoreUnavailable,
 )
-from resilience.stores.health import health_of
-from resilience.stores.keys import window_keys
+from resilience.stores.redis._health import health_of
+from resilience.stores.redis._keys import window_keys
 from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis

@@ -14,7 +14,7 @@ from redis.asyncio.sentinel import SentinelManagedConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from resilience import RedisStore, SlidingWindowLimiter, StoreUnavailable
-from resilience.stores.health import health_of
+from resilience.stores.redis._health import health_of
 from tests.fault_servers import SentinelSet
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from resilience import RedisStore, SlidingWindowLimiter, StoreUnavailable
-from resilience.stores.fallback import FallbackStore
-from resilience.stores.health import health_of
+from resilience.stores import FallbackStore
+from resilience.stores.redis._health import health_of
 from tests.latency_proxy import LatencyProxy
 from tests.redis_servers import RedisServer
 

@@ -25,7 +25,7 @@ Semantics (the same on every store):
   never over-admitted). A penalty is recorded even if its caller is cancelled meanwhile.
 - **Bounds.** ``limit`` (and so ``cost``) is at most :data:`MAX_LIMIT` (2**40): what a
   Redis store counts exactly in Lua's doubles. Keys and names are text (see
-  :mod:`resilience.stores.keys`).
+  :mod:`resilience.stores.base`).
 - **Nothing is lost silently:** a request is admitted, waits, or fails with
   :class:`resilience.RateLimited` carrying ``retry_after``.
 """
@@ -56,8 +56,8 @@ from resilience.policies._validate import (
     positive_int,
     positive_seconds,
 )
+from resilience.stores import FallbackMode, with_fallback
 from resilience.stores.base import Store, WindowLimit
-from resilience.stores.fallback import FallbackMode, with_fallback
 
 __all__ = ["DEFAULT_GUARD", "MAX_LIMIT", "AllOf", "Decision", "SlidingWindowLimiter", "all_of"]
 
@@ -327,10 +327,10 @@ class SlidingWindowLimiter(_WindowPolicy):
             Default: no bound beyond the deadline.
         fallback: what to do when the store is unreachable: ``"local"`` (default: this
             process admits its fair share of ``limit``: shares add up to at most ``limit``
-            across the processes it saw, see :mod:`resilience.stores.fallback`), ``"allow"``
+            across the processes it saw, see :class:`resilience.FallbackStore`), ``"allow"``
             (admit) or
             ``"deny"`` (raise :class:`resilience.StoreUnavailable`); see
-            :mod:`resilience.stores.fallback`.
+            :class:`resilience.FallbackStore`.
     """
 
     def __init__(

@@ -20,8 +20,9 @@ flush at most :data:`FLUSH_INTERVAL` seconds after the first pending deposit. Un
 processes do not see them, which only makes their budget stricter, never looser.
 
 Store down: by default (``fallback="local"``) the budget keeps deciding in-process, with the same
-ratio and floor, over this process's own requests and retries (:mod:`resilience.stores.fallback`),
-and goes back to the shared budget as soon as the store answers again.
+ratio and floor, over this process's own requests and retries
+(:class:`resilience.FallbackStore`), and goes back to the shared budget as soon as the store
+answers again.
 
 Cancellation never leaks nor double counts (each retry granted is counted once, each request
 once): a withdrawal or flush whose caller is cancelled mid round trip runs to its end in the
@@ -44,9 +45,8 @@ from typing import Any, TypeVar
 
 from resilience.errors import ResilienceError
 from resilience.policies._validate import check_name, check_store
+from resilience.stores import FallbackMode, check_fallback, with_fallback
 from resilience.stores.base import BudgetResult, Store
-from resilience.stores.fallback import FallbackMode, check_fallback, with_fallback
-from resilience.stores.memory import MemoryStore
 
 __all__ = ["FLUSH_INTERVAL", "WINDOW", "RetryBudget"]
 
@@ -85,7 +85,7 @@ class RetryBudget:
             (:class:`resilience.StoreUnavailable`): ``"local"`` (default: a local budget in
             this process, same ratio and floor, counting this process's requests and retries
             during the outage), ``"allow"`` (grant every retry) or ``"deny"`` (refuse every
-            retry, logged); see :mod:`resilience.stores.fallback`. Decisions taken locally are
+            retry, logged); see :class:`resilience.FallbackStore`. Decisions taken locally are
             never replayed into the store. A store that implements only the budget operations
             is used without a fallback (its failures refuse the retry, logged).
     """
@@ -130,8 +130,9 @@ class RetryBudget:
         self._background: set[asyncio.Future[Any]] = set()
         # Grants the store counted whose retry did not run: monotonic time of each grant.
         self._credits: collections.deque[float] = collections.deque()
-        # A MemoryStore decides without suspending: no cancellation can land mid-decision.
-        self._memory = isinstance(store, MemoryStore)
+        # A store that decides locally (a MemoryStore) never suspends mid-decision: no
+        # cancellation can land in it.
+        self._memory = bool(getattr(store, "decides_locally", False))
 
     def __repr__(self) -> str:
         return (

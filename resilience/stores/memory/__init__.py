@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from resilience.stores.memory.breaker import MemoryBreaker
-from resilience.stores.memory.budget import MemoryBudget
-from resilience.stores.memory.presence import MemoryPresence
-from resilience.stores.memory.window import MemoryWindow
+from resilience.stores.memory._breaker import MemoryBreaker
+from resilience.stores.memory._budget import MemoryBudget
+from resilience.stores.memory._presence import MemoryPresence
+from resilience.stores.memory._window import MemoryWindow
 
 __all__ = ["MemoryStore", "default_store"]
 

@@ -8,16 +8,16 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from resilience.stores.keys import check_prefix
-from resilience.stores.redis.breaker import RedisBreaker
-from resilience.stores.redis.budget import RedisBudget
-from resilience.stores.redis.presence import RedisPresence
-from resilience.stores.redis.sentinel import (
+from resilience.stores.redis._breaker import RedisBreaker
+from resilience.stores.redis._budget import RedisBudget
+from resilience.stores.redis._keys import check_prefix
+from resilience.stores.redis._presence import RedisPresence
+from resilience.stores.redis._sentinel import (
     SENTINEL_SCHEMES,
     parse_sentinel_url,
     sentinel_client,
 )
-from resilience.stores.redis.window import RedisWindow
+from resilience.stores.redis._window import RedisWindow
 
 __all__ = ["RedisStore"]
 
@@ -31,8 +31,9 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
     """Policies' shared state in Redis (standalone or Cluster), one Lua script per decision.
 
     Every decision is one ``EVALSHA`` of a script that reads Redis ``TIME``: worker clocks never
-    matter. Keys are formed as described in :mod:`resilience.stores.keys`; all keys of one
-    decision share a hash tag, so the store works unchanged on Redis Cluster.
+    matter. Keys are formed as described in :mod:`resilience.stores.redis._keys` (and in
+    ``docs/redis.md``); all keys of one decision share a hash tag, so the store works unchanged
+    on Redis Cluster.
 
     Args:
         client: a ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``.
@@ -40,7 +41,7 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
             without braces; anything else fails here, naming ``prefix``.
         timeout: the longest one store call may take, in seconds (the wait for a connection
             slot included); past it the call fails with :class:`resilience.StoreUnavailable` (see
-            :mod:`resilience.stores.health`). Default: the client's ``socket_timeout`` if it
+            :mod:`resilience.stores.redis._health`). Default: the client's ``socket_timeout`` if it
             has one, else 0.5 s.
         max_concurrency: at most this many commands in flight from this store; further calls
             queue. Default: the client's pool size when its pool would *fail* instead of
@@ -50,10 +51,12 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
             standalone client, the store sends on up to that many connections of its own,
             made with the client's settings, so the application's commands on the same
             client never find its pool exhausted by the store (see
-            :mod:`resilience.stores.redis.wire`).
+            :mod:`resilience.stores.redis._wire`).
 
     Failures (connection refused, timeout, failover in progress) raise
-    :class:`resilience.StoreUnavailable`; no ``redis`` exception type reaches the caller.
+    :class:`resilience.StoreUnavailable`, reply errors that are not about availability
+    (``WRONGTYPE``, ``NOPERM``, a script error) :class:`resilience.StoreError`; no ``redis``
+    exception type reaches the caller (the contract of :mod:`resilience.stores.base`).
     """
 
     def __init__(
@@ -91,16 +94,15 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
         """Build a store and its client from a URL (``redis://``, ``rediss://``, ``unix://``).
 
         Every store call is bounded by ``timeout`` seconds (the store's own watchdog, see
-        :mod:`resilience.stores.health`; connecting is bounded by ``socket_connect_timeout`` =
-        ``timeout``). At most ``max_connections`` commands are in flight: a larger burst of
-        callers queues for a connection on the store
-        instead of failing with redis-py's "Too many connections" (that wait is part of the
-        timeout: past it, the policy's fallback decides). The client is left without
-        a per-read ``socket_timeout`` (redis-py 8 defaults to 5 s): the watchdog already bounds
-        the whole call, more cheaply than redis-py's per-read timers (a task per send on
-        Python 3.11). ``cluster=True``
-        builds a ``RedisCluster`` from the URL's node. Other keyword arguments go to the
-        client.
+        :mod:`resilience.stores.redis._health`; connecting is bounded by
+        ``socket_connect_timeout`` = ``timeout``). At most ``max_connections`` commands are in
+        flight: a larger burst of callers queues for a connection on the store instead of
+        failing with redis-py's "Too many connections" (that wait is part of the timeout: past
+        it, the policy's fallback decides). The client is left without a per-read
+        ``socket_timeout`` (redis-py 8 defaults to 5 s): the watchdog already bounds the whole
+        call, more cheaply than redis-py's per-read timers (a task per send on Python 3.11).
+        ``cluster=True`` builds a ``RedisCluster`` from the URL's node. Other keyword
+        arguments go to the client.
         """
         if not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -147,7 +149,7 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
         """Build a store on the master of ``service_name``, found through ``sentinels``.
 
         Every operation goes to the current master (after a failover, to the new one); see
-        :mod:`resilience.stores.redis.sentinel`. ``from_url`` accepts the same as
+        :mod:`resilience.stores.redis._sentinel`. ``from_url`` accepts the same as
         ``redis+sentinel://host:port[,host:port]/service[/db]``. ``timeout`` bounds each call
         and each sentinel query; at most ``max_connections`` commands are in flight.
         """

@@ -1,6 +1,6 @@
-"""The Redis store's shared machinery: scripts, connections, error mapping.
+"""The Redis store's shared machinery: scripts, the bounded call path, connections.
 
-Scripts live one per file in ``stores/lua/``. Each decision is one ``EVALSHA`` with the SHA1
+Scripts live one per file in ``stores/redis/lua/``. Each decision is one ``EVALSHA`` with the SHA1
 computed locally; on ``NOSCRIPT`` (after a restart, ``SCRIPT FLUSH`` or a failover) the call is
 repeated once as ``EVAL``, which runs the source and caches it again, so the source crosses the
 wire only when the server lacks it, and recovery costs one extra round trip, not two (redis-py's
@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import itertools
 import os
+import random
 import secrets
 import sys
 import time
@@ -22,16 +23,26 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoPermissionError, NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from resilience._deadline import arm, disarm, uncancel_if_expired
 from resilience._gate import Gate
 from resilience.errors import StoreError, StoreUnavailable
-from resilience.stores.health import StoreHealth, health_of, is_reply_error, redact
-from resilience.stores.redis.wire import Wire
+from resilience.stores._events import StoreObservers
+from resilience.stores.redis._errors import (
+    CLIENT_ERRORS,
+    client_label,
+    client_secrets,
+    client_timeout,
+    is_reply_error,
+    reply_error,
+)
+from resilience.stores.redis._health import StoreHealth
+from resilience.stores.redis._wire import Wire
 
-__all__ = ["RedisCore", "lua_source"]
+__all__ = ["RedisCore", "as_str", "lua_source", "nonce"]
 
 _HAS_CANCELLING = sys.version_info >= (3, 11)  # Task.cancelling()
 _Eval = Callable[[Any, str, Sequence[str], Sequence[Any]], Coroutine[Any, Any, Any]]
@@ -74,10 +85,11 @@ def _keeps_cancellations(fn: _Eval) -> _Eval:
 
 
 def lua_source(name: str) -> str:
-    """The text of ``stores/lua/<name>.lua`` (read once per process)."""
+    """The text of ``stores/redis/lua/<name>.lua`` (read once per process)."""
     src = _SOURCES.get(name)
     if src is None:
-        src = resources.files("resilience.stores").joinpath(f"lua/{name}.lua").read_text("utf-8")
+        lua = resources.files("resilience.stores.redis").joinpath("lua")
+        src = lua.joinpath(f"{name}.lua").read_text("utf-8")
         _SOURCES[name] = src
     return src
 
@@ -101,24 +113,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=nonce.reset)
 
 
-def _label(client: Any) -> str:
-    """``redis://host:port/db`` of a client, never with credentials."""
-    try:
-        if isinstance(client, RedisCluster):
-            # Before the first command only the startup nodes are known.
-            nodes = client.get_nodes() or list(client.nodes_manager.startup_nodes.values())
-            first = nodes[0].name if nodes else "?"
-            return f"redis-cluster://{first}"
-        kw = client.connection_pool.connection_kwargs
-        if "path" in kw:
-            return f"unix://{kw['path']}"
-        return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
-    except Exception:  # pragma: no cover - purely cosmetic
-        return "redis"
-
-
 class RedisCore:
-    """Base of :class:`resilience.RedisStore` (see there for the public constructor)."""
+    """Base of :class:`resilience.RedisStore` (see there for the public constructor).
+
+    Owns the client, the script SHAs, the bound on commands in flight (``_gate``), the command
+    path (``_wire``), the store's health (``_health``: degraded mode, the call bound) and its
+    observers (``_observers``).
+    """
 
     def __init__(
         self,
@@ -153,16 +154,22 @@ class RedisCore:
         self.prefix = prefix
         #: The bound on one store call in seconds (``None``: from the client, see health).
         self.timeout = None if timeout is None else float(timeout)
-        self.label = _label(client)
+        self._observers = StoreObservers()
+        self._health = StoreHealth(
+            client_label(client),
+            self.timeout or client_timeout(client),
+            secrets=client_secrets(client),
+            observers=self._observers,
+        )
         self._scripts: dict[str, str] = {}  # script name -> SHA1 of its source
         self._max_concurrency = max_concurrency
         self._gate: Gate | None = Gate(max_concurrency) if max_concurrency else None
         # redis-py's async RedisCluster breaks connections ("'NoneType' object has no attribute
         # 'writelines'", an AttributeError) when a burst of commands races its lazy topology
-        # discovery: the first call initializes it alone (see _init_cluster).
+        # discovery: the first call initializes it alone (see ready).
         self._cluster_pending = isinstance(client, RedisCluster)
         self._init_lock = asyncio.Lock()
-        # Standalone clients: commands go straight onto redis-py connections (see wire.py),
+        # Standalone clients: commands go straight onto redis-py connections (see _wire.py),
         # the store's own ones when it bounds how many are in flight.
         self._wire: Wire | None = (
             Wire(client, keep=self._gate is not None) if Wire.supports(client) else None
@@ -170,6 +177,27 @@ class RedisCore:
 
     def __repr__(self) -> str:
         return f"RedisStore({self.label!r}, prefix={self.prefix!r})"
+
+    @property
+    def label(self) -> str:
+        """A short label for logs and telemetry: ``redis://host:port/db``, never credentials."""
+        return self._health.label
+
+    @label.setter
+    def label(self, value: str) -> None:
+        self._health.label = value
+
+    @property
+    def decides_locally(self) -> bool:
+        """Always ``False``: decisions are shared, in Redis (see
+        :attr:`resilience.stores.Store.decides_locally`)."""
+        return False
+
+    @property
+    def observers(self) -> StoreObservers:
+        """Where this store reports entering and leaving degraded mode (see
+        :attr:`resilience.stores.Store.observers`)."""
+        return self._observers
 
     def _sha(self, name: str) -> str:
         sha = self._scripts.get(name)
@@ -200,7 +228,7 @@ class RedisCore:
         if task is None:  # pragma: no cover - not inside a task
             raise RuntimeError("a store call needs a running asyncio task")
         before = _cancelling(task)
-        health = health_of(self)
+        health = self._health
         deadline = _monotonic() + health.timeout
         gate = self._gate
         since = health.oks  # Redis's answers so far: did it answer others while we waited?
@@ -209,7 +237,7 @@ class RedisCore:
             health.check()  # fail fast instead of queueing while degraded
             granted = await self._queue(gate, deadline, task, health, since)
         try:
-            # The health protocol (see stores/health.py) and the store's deadline, inline: this
+            # The health protocol (see _health.py) and the store's deadline, inline: this
             # runs on every decision, and each wrapping coroutine costs the hot path.
             probe = health.enter()
             entry = arm(deadline, task)
@@ -285,14 +313,16 @@ class RedisCore:
                 except NoScriptError:
                     return await wire.eval(lua_source(name), keys, args)
             if self._cluster_pending:
-                await self._init_cluster()
+                await self.ready()
             try:
                 return await self.client.evalsha(sha, len(keys), *keys, *args)
             except NoScriptError:
                 return await self.client.eval(lua_source(name), len(keys), *keys, *args)
-        except RedisError as exc:
+        except CLIENT_ERRORS as exc:
             if is_reply_error(exc):
-                raise self._reply_error(name, keys, exc) from exc
+                raise reply_error(
+                    self.label, self.prefix, name, keys, exc, self._health.secrets
+                ) from exc
             raise StoreUnavailable(
                 f"store {self.label} failed: {type(exc).__name__}: {exc}"
             ) from exc
@@ -313,32 +343,41 @@ class RedisCore:
                 f"store {self.label} failed during a topology refresh: {exc}"
             ) from exc
 
-    def _reply_error(self, name: str, keys: Sequence[str], exc: RedisError) -> StoreError:
-        """:class:`StoreError` for a reply error of script ``name`` on ``keys``, saying what
-        is wrong (credentials masked)."""
-        text = str(exc)
-        head = text.split(None, 1)[0].upper() if text else ""
-        where = ", ".join(repr(k) for k in keys)
-        if head == "WRONGTYPE":
-            msg = (
-                f"store {self.label}: a key of this decision holds a value of another type "
-                f"(keys {where}; written by something else under prefix {self.prefix!r}?): "
-                "delete the key or give the store a prefix of its own"
-            )
-        elif head == "NOPERM" or isinstance(exc, NoPermissionError):
-            msg = (
-                f"store {self.label}: NOPERM: the Redis user lacks a permission the store needs "
-                f"(EVALSHA and EVAL of its scripts, on keys {where}): grant it with ACL SETUSER"
-            )
-        else:
-            msg = f"store {self.label}: Redis refused script {name!r} on keys {where}"
-        return StoreError(redact(f"{msg} ({type(exc).__name__}: {text})", health_of(self).secrets))
-
-    async def _init_cluster(self) -> None:
+    async def ready(self) -> None:
+        """Discover a Cluster's topology, once, before the first burst of commands (redis-py's
+        lazy discovery breaks connections when commands race it). Nothing for a standalone
+        client. The command path calls it; so does the breaker-events subscription."""
+        if not self._cluster_pending:
+            return
         async with self._init_lock:
             if self._cluster_pending:
                 await self.client.initialize()
                 self._cluster_pending = False
+
+    async def open_pubsub(self) -> tuple[PubSub, aioredis.ConnectionPool]:
+        """A ``PubSub`` on a connection pool of its own, and that pool (disconnect it when
+        done): never one of the store's connections, which ``max_concurrency`` sizes for
+        commands, nor one of the client's pool, which the application sizes for its own.
+
+        The pool is made with the client's connection class and settings (address,
+        credentials, TLS, a Sentinel master lookup; fakeredis's connection settings name its
+        in-process server, so a fake store's subscription reaches the same fake Redis). On a
+        Cluster it connects to one primary, chosen at random (a classic ``PUBLISH`` reaches
+        every node; another one is chosen after a failure).
+        """
+        client = self.client
+        if isinstance(client, RedisCluster):
+            await self.ready()
+            node = random.choice(client.get_primaries() or client.get_nodes())
+            pool = aioredis.ConnectionPool(
+                connection_class=node.connection_class, **node.connection_kwargs
+            )
+        else:
+            shared = client.connection_pool
+            pool = aioredis.ConnectionPool(
+                connection_class=shared.connection_class, **shared.connection_kwargs
+            )
+        return PubSub(pool), pool
 
     async def aclose(self) -> None:
         """Close the underlying client (and its connection pool)."""

@@ -1,6 +1,6 @@
 """Sliding-window decisions of the in-process store (the protocol in ``stores/base.py``).
 
-The same algorithm as ``stores/lua/window_acquire.lua``, on the process's monotonic clock.
+The same algorithm as ``stores/redis/lua/window_acquire.lua``, on the process's monotonic clock.
 Every decision runs without an ``await`` in between, so it is atomic on the event loop.
 
 Each log keeps its entries in three parallel lists (slot time, weight, token) sorted by slot
@@ -9,8 +9,8 @@ instead of shifting the lists, and the dead prefix is dropped once it is larger 
 part, so a decision costs O(log n) amortized however long the log is.
 
 Python's ints are exact at any size, Lua's doubles only up to 2**53: like the script, a log
-never weighs more than :data:`MAX_WEIGHT` (admitted plus reserved), so both stores decide the
-same.
+never weighs more than :data:`resilience.stores.base.MAX_WEIGHT` (admitted plus reserved), so
+both stores decide the same.
 """
 
 from __future__ import annotations
@@ -20,14 +20,10 @@ import itertools
 from bisect import bisect_right
 from collections.abc import Sequence
 
-from resilience.stores.base import WindowLimit, WindowResult
-from resilience.stores.memory.core import MemoryCore
+from resilience.stores.base import MAX_WEIGHT, WindowLimit, WindowResult
+from resilience.stores.memory._core import MemoryCore
 
-__all__ = ["MAX_WEIGHT", "MemoryWindow"]
-
-#: The most a log may weigh, admitted plus reserved entries (2**52, as in
-#: ``window_acquire.lua``): a request that would take it beyond is refused.
-MAX_WEIGHT = 2**52
+__all__ = ["MemoryWindow"]
 
 _SWEEP_EVERY = 4096
 # WindowResult._make is tuple.__new__ (C), several times cheaper than the NamedTuple's __new__.

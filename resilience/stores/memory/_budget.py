@@ -1,11 +1,12 @@
-"""Retry-budget decisions of the in-process store (same algorithm as ``lua/budget_*.lua``)."""
+"""Retry-budget decisions of the in-process store (same algorithm as the Redis store's
+``redis/lua/budget_*.lua``)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from resilience.stores.base import BudgetResult
-from resilience.stores.memory.core import MemoryCore
+from resilience.stores.memory._core import MemoryCore
 
 __all__ = ["MemoryBudget"]
 

@@ -1,9 +1,11 @@
 """Breaker transitions pushed over Redis pub/sub (``PUBLISH`` in ``lua/breaker_*.lua``).
 
-One background task per store and event loop holds a ``SUBSCRIBE`` to the store's channel
-(:func:`resilience.stores.keys.breaker_channel`) on a connection of its own (never one of the
-store's pool, which ``max_concurrency`` sizes for commands), and hands every message to the
-registered callbacks. It starts with the first subscriber, stops with the last one or with
+Each Redis store owns one :class:`BreakerEvents`, which holds one :class:`Subscription` per
+event loop. A subscription is a background task that holds a ``SUBSCRIBE`` to the store's
+channel (:func:`resilience.stores.redis._keys.breaker_channel`) on a connection of its own
+(:meth:`RedisCore.open_pubsub <resilience.stores.redis._core.RedisCore.open_pubsub>`: never
+one of the store's, which ``max_concurrency`` sizes for commands), and hands every message to
+the registered callbacks. It starts with the first subscriber, stops with the last one or with
 :meth:`resilience.RedisStore.aclose`, and never raises into callers: when Redis goes away it
 reconnects with jittered exponential backoff (50 ms doubling to 2 s), and each time the
 subscription is (re)established it sends ``""`` to every callback (messages may have been
@@ -21,17 +23,18 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import RedisCluster
 
 from resilience.stores.base import BreakerEventCallback
-from resilience.stores.redis.core import as_str
+from resilience.stores.redis._core import as_str
 
-__all__ = ["BreakerEvents", "events_for", "stop_events"]
+__all__ = ["BreakerEvents", "Subscription"]
+
+#: Opens a PubSub on a connection pool of its own (``RedisCore.open_pubsub``).
+OpenPubSub = Callable[[], Awaitable[tuple[PubSub, aioredis.ConnectionPool]]]
 
 logger = logging.getLogger("resilience")
 
@@ -42,11 +45,13 @@ BACKOFF_MAX = 2.0
 POLL = 0.25
 
 
-class BreakerEvents:
+class Subscription:
     """The subscription of one store on one event loop (see the module docs)."""
 
-    def __init__(self, store: Any, channel: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.store = store
+    def __init__(
+        self, open_pubsub: OpenPubSub, channel: str, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._open_pubsub = open_pubsub
         self.channel = channel
         self.loop = loop
         self.callbacks: dict[int, BreakerEventCallback] = {}
@@ -114,25 +119,6 @@ class BreakerEvents:
             except Exception:
                 logger.exception("breaker event callback %r failed", cb)
 
-    async def _pubsub(self) -> tuple[PubSub, Any]:
-        """A PubSub on a connection pool of its own, and that pool (to disconnect)."""
-        client = self.store.client
-        if isinstance(client, RedisCluster):
-            await self.store._init_cluster()
-            nodes = client.get_primaries() or client.get_nodes()
-            node = random.choice(nodes)
-            pool = aioredis.ConnectionPool(
-                connection_class=node.connection_class, **node.connection_kwargs
-            )
-            return PubSub(pool), pool
-        shared = client.connection_pool
-        if shared.connection_class.__module__.startswith("fakeredis"):
-            return client.pubsub(), None  # an in-process fake: nothing to exhaust
-        pool = aioredis.ConnectionPool(
-            connection_class=shared.connection_class, **shared.connection_kwargs
-        )
-        return PubSub(pool), pool
-
     async def _run(self, stop: list[bool]) -> None:
         delay = BACKOFF_MIN
         task = asyncio.current_task()
@@ -141,9 +127,9 @@ class BreakerEvents:
         cancelling: Callable[[], int] = getattr(task, "cancelling", lambda: 0)
         while not stop[0]:
             ps: PubSub | None = None
-            pool: Any = None
+            pool: aioredis.ConnectionPool | None = None
             try:
-                ps, pool = await self._pubsub()
+                ps, pool = await self._open_pubsub()
                 await ps.subscribe(self.channel)
                 while not stop[0]:
                     if cancelling():
@@ -181,7 +167,7 @@ class BreakerEvents:
             delay = min(delay * 2, BACKOFF_MAX)
 
 
-async def _close(ps: PubSub | None, pool: Any) -> None:
+async def _close(ps: PubSub | None, pool: aioredis.ConnectionPool | None) -> None:
     # Bounded and shielded from nothing: this runs on the way out of a cancelled task too.
     with contextlib.suppress(Exception, asyncio.CancelledError):
         if ps is not None:
@@ -191,24 +177,41 @@ async def _close(ps: PubSub | None, pool: Any) -> None:
             await asyncio.wait_for(pool.disconnect(), 1.0)
 
 
-def events_for(store: Any, channel: str) -> BreakerEvents:
-    """The subscription of ``store`` on the running loop (created on first use)."""
-    loop = asyncio.get_running_loop()
-    per_loop: dict[asyncio.AbstractEventLoop, BreakerEvents] = store.__dict__.setdefault(
-        "_breaker_events", {}
-    )
-    ev = per_loop.get(loop)
-    if ev is None:
-        for old in [lp for lp in per_loop if lp.is_closed()]:
-            del per_loop[old]
-        ev = per_loop[loop] = BreakerEvents(store, channel, loop)
-    return ev
+class BreakerEvents:
+    """A store's breaker-event subscriptions: one :class:`Subscription` per event loop,
+    created by the first subscriber on that loop (owned by the store, one per store).
 
+    Args:
+        open_pubsub: opens a PubSub on a connection pool of its own (the store's
+            :meth:`~resilience.stores.redis._core.RedisCore.open_pubsub`).
+        channel: the store's breaker-events channel.
+    """
 
-async def stop_events(store: Any) -> None:
-    """Stop every subscription task of ``store`` (awaiting the one on the running loop)."""
-    per_loop: dict[asyncio.AbstractEventLoop, BreakerEvents] = store.__dict__.pop(
-        "_breaker_events", {}
-    )
-    for ev in per_loop.values():
-        await ev.stop()
+    __slots__ = ("_per_loop", "channel", "open_pubsub")
+
+    def __init__(self, open_pubsub: OpenPubSub, channel: str) -> None:
+        self.open_pubsub = open_pubsub
+        self.channel = channel
+        self._per_loop: dict[asyncio.AbstractEventLoop, Subscription] = {}
+
+    @property
+    def connected(self) -> bool:
+        """Whether a subscription of this store is up, on any event loop."""
+        return any(sub.connected for sub in self._per_loop.values())
+
+    def subscribe(self, callback: BreakerEventCallback) -> Callable[[], None]:
+        """Register ``callback`` on the running loop's subscription; return its unsubscribe."""
+        loop = asyncio.get_running_loop()
+        per_loop = self._per_loop
+        sub = per_loop.get(loop)
+        if sub is None:
+            for old in [lp for lp in per_loop if lp.is_closed()]:
+                del per_loop[old]
+            sub = per_loop[loop] = Subscription(self.open_pubsub, self.channel, loop)
+        return sub.subscribe(callback)
+
+    async def stop(self) -> None:
+        """Stop every subscription task (awaiting the one on the running loop)."""
+        per_loop, self._per_loop = self._per_loop, {}
+        for sub in per_loop.values():
+            await sub.stop()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from resilience.stores.base import BudgetResult
-from resilience.stores.keys import budget_key
-from resilience.stores.redis.core import RedisCore
+from resilience.stores.redis._core import RedisCore
+from resilience.stores.redis._keys import budget_key
 
 __all__ = ["RedisBudget"]
 

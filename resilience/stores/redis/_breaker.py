@@ -3,9 +3,9 @@
 Three scripts: ``breaker_acquire`` (allow / deny / probe, and the open -> half-open
 transition), ``breaker_record`` (an outcome, and the trip, reopen and close transitions) and
 ``breaker_admin`` (operator actions). All three touch only the breaker's three keys, which
-share one hash tag (:func:`resilience.stores.keys.breaker_keys`). Every transition is also
-``PUBLISH``-ed on the store's channel (:func:`resilience.stores.keys.breaker_channel`), which
-:meth:`RedisBreaker.breaker_subscribe` follows (:mod:`resilience.stores.redis.events`).
+share one hash tag (:func:`resilience.stores.redis._keys.breaker_keys`). Every transition is
+also ``PUBLISH``-ed on the store's channel (:func:`resilience.stores.redis._keys.breaker_channel`),
+which :meth:`RedisBreaker.breaker_subscribe` follows (:mod:`resilience.stores.redis._pubsub`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from resilience.stores._unknown_state import UnknownStates
 from resilience.stores.base import (
     BreakerAction,
     BreakerEventCallback,
@@ -21,10 +25,9 @@ from resilience.stores.base import (
     BreakerSpec,
     BreakerStateName,
 )
-from resilience.stores.keys import breaker_channel, breaker_keys
-from resilience.stores.memory.breaker import warn_unknown_state
-from resilience.stores.redis.core import RedisCore, as_str, nonce
-from resilience.stores.redis.events import events_for, stop_events
+from resilience.stores.redis._core import RedisCore, as_str, nonce
+from resilience.stores.redis._keys import breaker_channel, breaker_keys, breaker_tag
+from resilience.stores.redis._pubsub import BreakerEvents
 
 __all__ = ["RedisBreaker"]
 
@@ -59,39 +62,45 @@ def _reply(r: Any) -> BreakerReply:
 
 
 class RedisBreaker(RedisCore):
-    """Breaker state in Redis: a state hash, a failure log and a probe-lease set per key."""
+    """Breaker state in Redis: a state hash, a failure log and a probe-lease set per key.
 
-    _bkeys: dict[tuple[str, str], list[str]]
-    _bchannel: str
+    Owns the channel of its transitions, their subscriptions (``_events``), a cache of the
+    keys of each breaker (``_bkeys``) and the breaker keys it warned about (``_unknown``).
+    """
 
-    @property
-    def breaker_channel(self) -> str:
-        """The pub/sub channel of this store's breaker transitions."""
-        ch: str | None = self.__dict__.get("_bchannel")
-        if ch is None:
-            ch = self._bchannel = breaker_channel(self.prefix)
-        return ch
+    def __init__(self, client: aioredis.Redis | RedisCluster, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        #: The pub/sub channel of this store's breaker transitions.
+        self.breaker_channel: str = breaker_channel(self.prefix)
+        self._events = BreakerEvents(self.open_pubsub, self.breaker_channel)
+        self._bkeys: dict[tuple[str, str], list[str]] = {}
+        self._unknown = UnknownStates()
 
     def breaker_subscribe(self, callback: BreakerEventCallback) -> Callable[[], None]:
         """See :meth:`resilience.stores.base.BreakerOps.breaker_subscribe`.
 
         One background task per store and event loop, started by the first subscriber (see
-        :mod:`resilience.stores.redis.events`); :meth:`aclose` stops it.
+        :mod:`resilience.stores.redis._pubsub`); :meth:`aclose` stops it.
         """
-        return events_for(self, self.breaker_channel).subscribe(callback)
+        return self._events.subscribe(callback)
+
+    def breaker_tag(self, name: str, key: str) -> str:
+        """See :meth:`resilience.stores.base.BreakerOps.breaker_tag`: the hash tag of the
+        breaker's keys without braces (``cb:<name>:<key>``, escaped)."""
+        return breaker_tag(name, key)
 
     async def aclose(self) -> None:
-        """Stop the breaker-events subscription, then close the client."""
-        await stop_events(self)
+        """Stop the breaker-events subscriptions, then close the client."""
+        await self._events.stop()
         await super().aclose()
 
     def _checked(self, r: Any, name: str, key: str) -> BreakerReply:
         if len(r) > 8 and r[8]:
-            warn_unknown_state(self, self.label, name, key, as_str(r[8]))
+            self._unknown.warn(self.label, name, key, as_str(r[8]))
         return _reply(r)
 
     def _breaker_keys(self, name: str, key: str) -> list[str]:
-        cache: dict[tuple[str, str], list[str]] = self.__dict__.setdefault("_bkeys", {})
+        cache = self._bkeys
         keys = cache.get((name, key))
         if keys is None:
             if len(cache) >= _KEY_CACHE_MAX:

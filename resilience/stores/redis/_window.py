@@ -6,9 +6,12 @@ import asyncio
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
 from resilience.stores.base import WindowLimit, WindowResult
-from resilience.stores.keys import window_keys
-from resilience.stores.redis.core import RedisCore, nonce
+from resilience.stores.redis._core import RedisCore, nonce
+from resilience.stores.redis._keys import window_keys
 
 __all__ = ["RedisWindow"]
 
@@ -34,14 +37,18 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 
 class RedisWindow(RedisCore):
-    """Exact sliding log with reservations (``lua/window_*.lua``)."""
+    """Exact sliding log with reservations (``lua/window_*.lua``).
+
+    Owns a cache of the keys of each ``(limits, key)`` (``_wkeys``).
+    """
+
+    def __init__(self, client: aioredis.Redis | RedisCluster, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        # (id(limits), key) -> (limits, their keys): see _window_keys.
+        self._wkeys: dict[tuple[int, str], tuple[Sequence[WindowLimit], list[str]]] = {}
 
     def _window_keys(self, limits: Sequence[WindowLimit], key: str) -> list[str]:
-        cache: dict[tuple[int, str], tuple[Sequence[WindowLimit], list[str]]] | None = (
-            self.__dict__.get("_wkeys")
-        )
-        if cache is None:
-            cache = self.__dict__["_wkeys"] = {}
+        cache = self._wkeys
         # By the identity of `limits` (a policy passes the same tuple on every call), checked
         # against the cached object: cheaper than hashing the WindowLimit dataclasses.
         hit = cache.get((id(limits), key))

@@ -11,7 +11,8 @@ code that uses a :class:`resilience.RedisStore` should be testable without a ser
             yield
 
 This module is not imported by ``import resilience`` (``fakeredis`` is an optional extra:
-``pip install 'resilience[fakeredis]'``); import it as ``resilience.testing``.
+``pip install 'resilience[fakeredis]'``); import it as ``resilience.testing``. Writing a store
+of your own? :mod:`resilience.testing.conformance` checks it against the store contract.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from resilience.stores.base import Presence
-from resilience.stores.memory.core import MemoryCore
+from resilience.stores.memory._core import MemoryCore
 
 __all__ = ["MemoryPresence"]
 

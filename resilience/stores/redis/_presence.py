@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from resilience.stores.base import Presence
-from resilience.stores.keys import presence_key
-from resilience.stores.redis.core import RedisCore
+from resilience.stores.redis._core import RedisCore
+from resilience.stores.redis._keys import presence_key
 
 __all__ = ["RedisPresence"]
 

@@ -34,7 +34,7 @@ redis-py:
   connection after a server restart, a failover, an idle timeout) returns the connection to
   the pool and repeats the command once through ``client.execute_command``, that is, under
   the client's own retry policy, exactly as if the store had used the client from the start.
-  A failure there is the store's failure (see :mod:`resilience.stores.health`).
+  A failure there is the store's failure (see :mod:`resilience.stores.redis._health`).
 - After ``fork()`` the child never uses the parent's connections.
 
 ``RedisCluster`` clients and single-connection clients keep the client's own path (no

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from resilience.stores._events import StoreObservers
+
 __all__ = ["PACE", "MemoryCore"]
 
 #: A memory decision completes without suspending, so a tight loop of decisions would starve
@@ -28,6 +30,19 @@ class MemoryCore:
             raise TypeError("clock must be a callable returning seconds")
         self._clock = clock
         self._paced = 0
+        self._observers = StoreObservers()
+
+    @property
+    def decides_locally(self) -> bool:
+        """Always ``True``: every decision is taken in this process, without I/O (see
+        :attr:`resilience.stores.Store.decides_locally`)."""
+        return True
+
+    @property
+    def observers(self) -> StoreObservers:
+        """See :attr:`resilience.stores.Store.observers`: a memory store is never unavailable,
+        so it never reports anything."""
+        return self._observers
 
     def _pace(self) -> bool:
         """Count one decision; ``True`` when this one should yield to the loop first."""

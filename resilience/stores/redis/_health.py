@@ -20,8 +20,9 @@ Every Redis store has one :class:`StoreHealth`. It bounds and watches each call:
   ``[d/2, d]``), so a fleet does not probe in lockstep. A successful probe (any answer from
   Redis) ends degraded mode: the next call is shared again.
 - **Visible.** Entering and leaving degraded mode logs a warning / info line on the
-  ``resilience`` logger and calls :func:`resilience.telemetry.store_degraded` (span event and
-  metric).
+  ``resilience`` logger and tells the store's observers
+  (:meth:`resilience.stores.StoreEvents.on_degraded`; the policies forward it to telemetry:
+  a span event and a metric).
 
 Not every timeout is an outage: a call that had to queue for a connection slot and then ran
 out of time while Redis answered other calls says that Redis is slow or saturated, not down. It
@@ -29,8 +30,8 @@ falls back (:class:`resilience.StoreUnavailable`) without degrading the store, s
 do get a connection keep being decided by Redis.
 
 Reply errors that say nothing about availability (``WRONGTYPE``, ``NOPERM``, a script error:
-see :func:`is_reply_error`) do not degrade the store either: the store raises
-:class:`resilience.StoreError` for them, which no fallback hides.
+see :func:`resilience.stores.redis._errors.is_reply_error`) do not degrade the store either:
+the store raises :class:`resilience.StoreError` for them, which no fallback hides.
 """
 
 from __future__ import annotations
@@ -38,35 +39,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-from redis.exceptions import (
-    AskError,
-    ClusterError,
-    ReadOnlyError,
-    ResponseError,
-    TryAgainError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from resilience import telemetry
 from resilience.errors import StoreUnavailable
+from resilience.stores._events import StoreObservers
+from resilience.stores.redis._errors import is_outage, redact
 
-__all__ = [
-    "PROBE_MAX",
-    "PROBE_MIN",
-    "StoreHealth",
-    "client_secrets",
-    "client_timeout",
-    "health_of",
-    "is_outage",
-    "is_reply_error",
-    "redact",
-]
+if TYPE_CHECKING:
+    from resilience.stores.redis._core import RedisCore
+
+__all__ = ["PROBE_MAX", "PROBE_MIN", "StoreHealth", "health_of"]
 
 logger = logging.getLogger("resilience")
 
@@ -75,72 +59,17 @@ PROBE_MIN = 0.1
 #: Longest probe delay (seconds): once Redis is back, shared decisions resume within this.
 PROBE_MAX = 2.0
 
-# ConnectionError covers BusyLoadingError, AuthenticationError and Sentinel's
-# MasterNotFoundError; ClusterError covers ClusterDownError and the MOVED/ASK storms.
-_OUTAGE_TYPES = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ClusterError,
-    TryAgainError,
-    ReadOnlyError,
-    OSError,
-    asyncio.TimeoutError,
-)
-_OUTAGE_PREFIXES = (
-    "BUSY",
-    "LOADING",
-    "MASTERDOWN",
-    "CLUSTERDOWN",
-    "TRYAGAIN",
-    "READONLY",
-    "OOM",
-    "MISCONF",  # writes refused: the last RDB save failed
-    "NOREPLICAS",  # writes refused: min-replicas-to-write not met
-)
-# Redis < 7 wraps an error raised by redis.call inside a script: "ERR Error running script
-# (call to f_...): @user_script:12: -OOM command not allowed ...".
-_EMBEDDED_OUTAGE = re.compile(r"-(?:" + "|".join(_OUTAGE_PREFIXES) + r")\b")
-
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
-
-
-def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """``text`` with URL credentials (``scheme://user:pass@``) and each of ``secrets`` masked."""
-    text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
-    for s in secrets:
-        if s and len(s) >= 3:
-            text = text.replace(s, "***")
-    return text
-
-
-def is_outage(exc: BaseException) -> bool:
-    """Whether ``exc`` (a redis-py or socket error) means "Redis cannot decide right now"."""
-    if isinstance(exc, _OUTAGE_TYPES):
-        return True
-    if isinstance(exc, ResponseError):
-        text = str(exc).upper()
-        return text.startswith(_OUTAGE_PREFIXES) or _EMBEDDED_OUTAGE.search(text) is not None
-    return False
-
-
-def is_reply_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is Redis refusing the command for a reason that is not availability
-    (``WRONGTYPE``, ``NOPERM``, a script error...): a misconfiguration or a bug, which the
-    store raises as :class:`resilience.StoreError` instead of falling back. Cluster
-    redirections (``MOVED``/``ASK`` that redis-py could not follow) are not: the topology is
-    changing, and the fallback decides meanwhile."""
-    return isinstance(exc, ResponseError) and not isinstance(exc, AskError) and not is_outage(exc)
-
 
 class StoreHealth:
     """Degraded-mode tracking and call bounding for one store (see the module docs).
 
     Args:
-        label: the store's label, for logs and telemetry (never contains credentials).
+        label: the store's label, for logs and events (never contains credentials).
         timeout: the longest one call may take, in seconds.
         secrets: strings to mask in exception messages (the store's password, user name).
         clock: a monotonic clock in seconds.
         probe_min, probe_max: the probe backoff bounds in seconds.
+        observers: where entering and leaving degraded mode is reported (the store's).
     """
 
     def __init__(
@@ -152,8 +81,10 @@ class StoreHealth:
         clock: Callable[[], float] = time.monotonic,
         probe_min: float = PROBE_MIN,
         probe_max: float = PROBE_MAX,
+        observers: StoreObservers | None = None,
     ) -> None:
         self.label = label
+        self.observers = observers if observers is not None else StoreObservers()
         self.timeout = timeout
         self.secrets = tuple(s for s in secrets if s)
         self._clock = clock
@@ -292,7 +223,7 @@ class StoreHealth:
                 self._reason,
                 extra={"store": self.label, "degraded": True, "reason": self._reason},
             )
-            telemetry.store_degraded(store=self.label, degraded=True, reason=self._reason)
+            self.observers.degraded(self.label, True, self._reason)
 
     def _on_success(self) -> None:
         self._probing = False
@@ -304,7 +235,7 @@ class StoreHealth:
                 self.label,
                 extra={"store": self.label, "degraded": False},
             )
-            telemetry.store_degraded(store=self.label, degraded=False, reason="recovered")
+            self.observers.degraded(self.label, False, "recovered")
 
     def reset(self) -> None:
         """Forget any failure: the next call goes to Redis (used by tests and after a fork)."""
@@ -314,48 +245,6 @@ class StoreHealth:
         self._next_probe = 0.0
 
 
-def health_of(store: Any) -> StoreHealth:
-    """The :class:`StoreHealth` of a Redis store (created on first use)."""
-    h: StoreHealth | None = store.__dict__.get("_health")
-    if h is None:
-        client = store.client
-        timeout = getattr(store, "timeout", None) or client_timeout(client)
-        h = StoreHealth(store.label, timeout, secrets=client_secrets(client))
-        store.__dict__["_health"] = h
-    return h
-
-
-#: The bound used when the client has no ``socket_timeout`` (seconds).
-DEFAULT_BOUND = 0.5
-
-
-def _connection_kwargs(client: Any) -> dict[str, Any]:
-    try:
-        pool = getattr(client, "connection_pool", None)
-        if pool is not None:
-            return dict(pool.connection_kwargs)
-        nm = getattr(client, "nodes_manager", None)
-        if nm is not None:
-            return dict(nm.connection_kwargs)
-    except Exception:  # pragma: no cover - defensive
-        pass
-    return {}
-
-
-def client_timeout(client: Any) -> float:
-    """The bound on one store call: the client's ``socket_timeout``, else :data:`DEFAULT_BOUND`."""
-    t = _connection_kwargs(client).get("socket_timeout")
-    if isinstance(t, (int, float)) and t > 0:
-        return float(t)
-    return DEFAULT_BOUND
-
-
-def client_secrets(client: Any) -> tuple[str, ...]:
-    """The client's password and user name, to be masked in messages."""
-    kw = _connection_kwargs(client)
-    out = []
-    for k in ("password", "username"):
-        v = kw.get(k)
-        if isinstance(v, str) and v:
-            out.append(v)
-    return tuple(out)
+def health_of(store: RedisCore) -> StoreHealth:
+    """The :class:`StoreHealth` of a Redis store (tests and fault drills read it)."""
+    return store._health

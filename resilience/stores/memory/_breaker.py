@@ -1,6 +1,6 @@
 """Circuit-breaker decisions of the in-process store (the protocol in ``stores/base.py``).
 
-The same algorithm as ``stores/lua/breaker_*.lua``, on the store's clock. Each operation
+The same algorithm as ``stores/redis/lua/breaker_*.lua``, on the store's clock. Each operation
 runs without an ``await``, so it is atomic on the event loop.
 
 The failure log holds only the failures of the last window: each recorded failure trims it,
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 from collections import deque
 from collections.abc import Callable
 
+from resilience.stores._unknown_state import UnknownStates
 from resilience.stores.base import (
     BreakerAction,
     BreakerEventCallback,
@@ -25,15 +25,12 @@ from resilience.stores.base import (
     BreakerSpec,
     BreakerStateName,
 )
-from resilience.stores.memory.core import MemoryCore
+from resilience.stores.memory._core import MemoryCore
 
-__all__ = ["MemoryBreaker", "warn_unknown_state"]
-
-logger = logging.getLogger("resilience")
+__all__ = ["MemoryBreaker"]
 
 #: The states a breaker can be in; anything else found in a store reads as closed.
 _STATES = frozenset(("closed", "open", "half_open"))
-_WARNED_MAX = 10_000
 
 _SWEEP_EVERY = 4096
 #: A breaker nobody touched for this long after its break (and window) is forgotten, as the
@@ -45,23 +42,8 @@ def _no_op() -> None:
     return None
 
 
-def warn_unknown_state(store: object, label: str, name: str, key: str, value: str) -> None:
-    """Log, once per breaker key and store, that ``store`` held state ``value``, which no
-    breaker writes (it is read as closed)."""
-    warned: set[tuple[str, str]] = store.__dict__.setdefault("_breaker_unknown_warned", set())
-    if (name, key) in warned:
-        return
-    if len(warned) >= _WARNED_MAX:
-        warned.clear()
-    warned.add((name, key))
-    logger.warning(
-        "circuit breaker %r%s: unknown state %r in store %s; treated as closed",
-        name,
-        f" [{key}]" if key else "",
-        value,
-        label,
-        extra={"breaker": name, "key": key, "store": label},
-    )
+def _hex(text: str) -> str:
+    return text.encode("utf-8", "surrogatepass").hex()
 
 
 class _Breaker:
@@ -138,6 +120,7 @@ class MemoryBreaker(MemoryCore):
         self._breakers: dict[tuple[str, str], _Breaker] = {}
         self._probe_tokens = itertools.count(1)
         self._breakers_created = 0
+        self._unknown = UnknownStates()
 
     def _breaker(self, spec: BreakerSpec, key: str, now: int) -> _Breaker:
         b = self._breakers.get((spec.name, key))
@@ -150,7 +133,7 @@ class MemoryBreaker(MemoryCore):
                     del self._breakers[k]
             b = self._breakers[(spec.name, key)] = _Breaker()
         elif b.state not in _STATES:
-            warn_unknown_state(self, self.label, spec.name, key, b.state)
+            self._unknown.warn(self.label, spec.name, key, b.state)
             b.state = "closed"
         return b
 
@@ -169,6 +152,11 @@ class MemoryBreaker(MemoryCore):
     def breaker_subscribe(self, callback: BreakerEventCallback) -> Callable[[], None]:
         """No events: this store's decisions are local, so a breaker never caches them."""
         return _no_op
+
+    def breaker_tag(self, name: str, key: str) -> str:
+        """See :meth:`resilience.stores.base.BreakerOps.breaker_tag` (this store pushes no
+        messages; the tag is the UTF-8 of name and key in hex, distinct and space-free)."""
+        return f"{_hex(name)}:{_hex(key)}"
 
     async def breaker_acquire(self, spec: BreakerSpec, key: str) -> BreakerReply:
         """See :meth:`resilience.stores.base.BreakerOps.breaker_acquire`."""
@@ -279,7 +267,7 @@ class MemoryBreaker(MemoryCore):
     def _restore(
         self, b: _Breaker, spec: BreakerSpec, now: int, gen: int, left_us: int
     ) -> BreakerReply:
-        """``breaker_record(outcome="restore")``: see ``stores/lua/breaker_record.lua``."""
+        """``breaker_record(outcome="restore")``: see ``redis/lua/breaker_record.lua``."""
         if b.gen < gen and (b.gen == 0 or b.state != "closed"):
             until = now + left_us
             if b.state == "open" and b.open_until > until:
