@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import resilience.stores
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,8 +21,8 @@ PUBLIC_MODULES = {
     "base.py",
     "memory/__init__.py",
     "redis/__init__.py",
-    "keys.py",  # deprecated: check_text, breaker_tag (policies/_validate.py, the breaker)
-    "fallback.py",  # deprecated: the fallback names (the breaker)
+    "keys.py",  # deprecated alias (0.1's module path), warns; nothing imports it
+    "fallback.py",  # deprecated alias (0.1's module path), warns; nothing imports it
 }
 
 PUBLIC_SURFACE = {
@@ -119,3 +121,17 @@ def test_modules_stay_small_or_say_why() -> None:
             lines = text.count("\n")
             doc = ast.get_docstring(ast.parse(text)) or ""
             assert lines <= 400 or "400 lines" in doc, f"{path.relative_to(ROOT)}: {lines} lines"
+
+
+def test_the_old_module_paths_still_import_with_a_deprecation_warning() -> None:
+    import importlib
+    import sys
+
+    for name in ("resilience.stores.fallback", "resilience.stores.keys"):
+        sys.modules.pop(name, None)
+        with pytest.warns(DeprecationWarning, match="import from resilience.stores"):
+            mod = importlib.import_module(name)
+        assert mod.__all__
+    from resilience.stores.fallback import FallbackStore
+
+    assert FallbackStore is __import__("resilience").FallbackStore

@@ -1,4 +1,4 @@
-"""The Redis sliding log (``stores/lua/window_acquire.lua``) against its reference, the memory
+"""The Redis sliding log (``stores/redis/lua/window_acquire.lua``) against its reference, the memory
 store, and the parts only Redis has: the extra-weight field ``x``, lazy trimming, healing."""
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ strategy) takes it: :class:`resilience.CircuitBreaker`, :class:`resilience.Slidi
 :class:`resilience.Retry`, :mod:`resilience.backoff`, the pybreaker interop. ``TypeError`` for
 a value of the wrong kind (a ``bool`` is never a number), ``ValueError`` for one out of range.
 
-Names and keys end up in store keys (see :mod:`resilience.stores.keys`), so every policy checks
-them here, the same way, before any store sees them: a bad one fails with the same
+Names and keys end up in store keys (see :func:`resilience.stores.check_text`), so every policy
+checks them here, the same way, before any store sees them: a bad one fails with the same
 ``TypeError``/``ValueError`` on :class:`resilience.MemoryStore` and
 :class:`resilience.RedisStore`, at construction when it is configuration (``name``, a fixed
 ``key``) and at the call that passes it otherwise (a per-call ``key``, or what a key callable
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from resilience.policies._observe import observe_store
-from resilience.stores.keys import check_text
+from resilience.stores import check_text
 
 __all__ = [
     "MAX_LIMIT",

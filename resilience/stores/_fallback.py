@@ -217,6 +217,7 @@ class FallbackStore:
         self.stats[op] += 1
         if not self._down:
             self._down = True
+            self.fleet.down()
             # A slow Redis alternates shared decisions and timed-out ones: one warning per
             # interval, the other switches at DEBUG (every fallback is counted anyway).
             now = self._clock()
@@ -235,6 +236,7 @@ class FallbackStore:
 
     def _up(self) -> None:
         self._down = False
+        self.fleet.up()
 
     # ------------------------------------------------------------------ presence
 
@@ -261,8 +263,7 @@ class FallbackStore:
         max_wait_us: int,
     ) -> WindowResult:
         """See :meth:`resilience.stores.base.WindowOps.window_acquire`; falls back by mode."""
-        if not self._down:
-            self.fleet.announce(limits, key)
+        self.fleet.announce(limits, key)  # in the background, also while down (see _fleet)
         try:
             r = await self.primary.window_acquire(limits, key, costs, max_wait_us)
         except StoreUnavailable as exc:

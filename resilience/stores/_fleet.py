@@ -7,6 +7,12 @@ decision path; each announcement returns the live deciders ``n`` and this decide
 among them (ids sorted; ids start with their creation time, so a newcomer ranks last). While
 the store is down, decider ``i`` of ``n`` takes :func:`fair_share` of each limit: the shares of
 every decider that saw the same set add up to exactly the limit.
+
+Readings only grow within a TTL (three intervals) of their last confirmation: right after Redis
+restarts empty, the first deciders to announce see only themselves, and trusting that would
+inflate their share. Time during which the store was down does not count towards that TTL, and
+a decider keeps announcing (in the background) while its own decisions fall back, so a slow
+Redis does not make it vanish from the others' readings.
 """
 
 from __future__ import annotations
@@ -88,6 +94,9 @@ class FleetView:
         self._due: dict[tuple[int, str], tuple[Sequence[WindowLimit], float]] = {}
         self._seen: dict[_Names, float] = {}
         self._largest = _ALONE  # the reading with the most deciders seen for any key
+        # While the shared store is down, nothing can confirm or refute a reading: that time
+        # does not age readings (see down/up).
+        self._down_since: float | None = None
         #: Announcements in flight (background tasks).
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -95,6 +104,23 @@ class FleetView:
         """Cancel the announcements in flight."""
         for t in list(self.tasks):
             t.cancel()
+
+    def down(self) -> None:
+        """The shared store has become unavailable: readings stop ageing until :meth:`up`."""
+        if self._down_since is None:
+            self._down_since = self._clock()
+
+    def up(self) -> None:
+        """The shared store answers again: the outage is not counted in any reading's age, so
+        a reading confirmed just before it still outweighs the smaller ones of the deciders
+        that announce first after it (the others have not announced again yet)."""
+        since, self._down_since = self._down_since, None
+        if since is None:
+            return
+        gap = self._clock() - since
+        if gap > 0:
+            for ck in self._seen:
+                self._seen[ck] += gap
 
     def announce(self, limits: Sequence[WindowLimit], key: str) -> None:
         """Announce this decider for ``limits`` and ``key`` in the background, if the last

@@ -1,7 +1,9 @@
-"""Deprecated location, kept importable until the policies import from :mod:`resilience.stores`
-(the fallback store lives in ``resilience/stores/_fallback.py``)."""
+"""Deprecated: import these names from :mod:`resilience.stores` (``FallbackStore`` also from
+:mod:`resilience`). Kept so that imports written against 0.1 keep working."""
 
 from __future__ import annotations
+
+import warnings
 
 from resilience.stores._fallback import (
     FALLBACK_MODES,
@@ -20,3 +22,9 @@ __all__ = [
     "fair_share",
     "with_fallback",
 ]
+
+warnings.warn(
+    "resilience.stores.fallback is deprecated: import from resilience.stores",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -1,13 +1,18 @@
-"""Deprecated location, kept importable until the policies import from :mod:`resilience.stores`.
-
-``check_text`` is :func:`resilience.stores.check_text`; ``breaker_tag`` is the Redis store's
-(ask a store: :meth:`resilience.stores.base.BreakerOps.breaker_tag`). The Redis key layout now
-lives in ``resilience/stores/redis/_keys.py``.
-"""
+"""Deprecated: ``check_text`` is :func:`resilience.stores.check_text`; ask a store for
+``breaker_tag`` (:meth:`resilience.stores.base.BreakerOps.breaker_tag`). Kept so that imports
+written against 0.1 keep working."""
 
 from __future__ import annotations
+
+import warnings
 
 from resilience.stores._text import check_text
 from resilience.stores.redis._keys import breaker_tag
 
 __all__ = ["breaker_tag", "check_text"]
+
+warnings.warn(
+    "resilience.stores.keys is deprecated: import from resilience.stores",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -72,3 +72,46 @@ def test_fleet_shares_add_up_to_the_limit(fresh_redis_server: RedisServer, prefi
     assert _max_in_window(local_admitted, window - 0.05) <= limit
     assert admitting <= limit  # the processes with a share of 0 admitted nothing
     assert refused_locally > 0
+
+
+async def test_shares_survive_an_outage_longer_than_the_presence_ttl(
+    fresh_redis_server: RedisServer, prefix: str
+) -> None:
+    """Found by the chaos soak: Redis down longer than the presence TTL (3 x 2 s), restarted
+    empty, one decider announces first (it sees only itself), Redis fails again before the
+    others announce: the shares still add up to at most the limit. (Before the fix the first
+    announcer took the whole quota: 40 + 10 + 10 + 10 = 70 for a limit of 40.)"""
+    import asyncio
+
+    from resilience import RedisStore, SlidingWindowLimiter
+    from resilience.stores import FallbackStore
+
+    store = RedisStore.from_url(fresh_redis_server.url, prefix=prefix, timeout=0.25)
+    fss = [FallbackStore(store, "local") for _ in range(4)]  # four deciders
+    lims = [SlidingWindowLimiter(40, 2.0, store=fs, name="api", guard=0) for fs in fss]
+    for _ in range(2):  # everyone announces and sees the whole fleet
+        for lim in lims:
+            await lim.try_acquire()
+        await asyncio.sleep(2.1)
+    assert [fs.share(lims[0]._limits, "")[0].limit for fs in fss] == [10] * 4
+    fresh_redis_server.kill()
+    for lim in lims:  # each learns that Redis is down
+        await lim.try_acquire()
+    await asyncio.sleep(7.0)  # longer than the TTL
+    fresh_redis_server.start()
+    first = fss[0]
+    for _ in range(60):  # decider 0 recovers first and announces (alone in the new Redis)
+        await lims[0].try_acquire()
+        await asyncio.sleep(0.05)
+        if not first._down:
+            break
+    assert not first._down
+    await lims[0].try_acquire()  # a shared decision: its announcement goes out now
+    await asyncio.sleep(0.3)  # and is answered (decider 0 alone in the new Redis)
+    assert first.presence(lims[0]._limits, "")[0].members >= 1
+    fresh_redis_server.kill()
+    await asyncio.sleep(2.1)  # the local logs' earlier admissions leave the window
+    admitted = [sum([(await lim.try_acquire()).allowed for _ in range(60)]) for lim in lims]
+    assert sum(admitted) <= 40, admitted
+    for fs in fss:
+        await fs.aclose()

@@ -26,9 +26,8 @@ from resilience.policies._validate import (
     non_negative_seconds,
     positive_int,
 )
+from resilience.stores import FallbackMode, FallbackStore, with_fallback
 from resilience.stores.base import BreakerSpec, Store
-from resilience.stores.fallback import FallbackMode, FallbackStore, with_fallback
-from resilience.stores.memory import MemoryStore
 
 __all__ = [
     "DEFAULT_STATE_REFRESH",
@@ -173,7 +172,7 @@ def breaker_options(
                 f"got {max_break_duration}"
             )
     lease = break_s if probe_lease is None else breaker_duration("probe_lease", probe_lease)
-    local = isinstance(wrapped, MemoryStore)
+    local = bool(getattr(wrapped, "decides_locally", False))
     if state_refresh is None:
         refresh = 0.0 if local else DEFAULT_STATE_REFRESH
     else:

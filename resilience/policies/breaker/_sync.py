@@ -23,8 +23,8 @@ from collections.abc import Callable
 from resilience.errors import ResilienceError
 from resilience.policies.breaker._tasks import Background
 from resilience.policies.breaker._view import View
+from resilience.stores import FallbackStore
 from resilience.stores.base import BreakerSpec, Store
-from resilience.stores.fallback import FallbackStore
 
 __all__ = ["SyncedView"]
 
@@ -55,6 +55,10 @@ class SyncedView(View):
         self.reseeding: set[str] = set()
 
     # ------------------------------------------------------------------ pushed transitions
+
+    def _tag(self, key: str) -> str | None:
+        tag = getattr(self.store, "breaker_tag", None)
+        return None if tag is None else str(tag(self.name, key))
 
     def _follow(self) -> None:
         """Follow the store's pushed transitions on the running loop (once per loop)."""

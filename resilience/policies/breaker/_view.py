@@ -23,7 +23,6 @@ import time
 from typing import NamedTuple
 
 from resilience.stores.base import BreakerReply
-from resilience.stores.keys import breaker_tag
 
 __all__ = ["VIEW_MAX", "KeyView", "Permit", "View", "local_permit"]
 
@@ -86,7 +85,7 @@ class View:
         self.state_refresh = state_refresh
         self.remote = remote
         self.views: dict[str, KeyView] = {}
-        self.tags: dict[str, str] = {}  # breaker_tag(name, key) -> key, for pushed events
+        self.tags: dict[str, str] = {}  # store.breaker_tag(name, key) -> key, for pushed events
         # key -> (generation, monotonic deadline) of an open state learned from the store
         # (remote stores only): kept until the deadline even if the store forgets it.
         self.opens: dict[str, tuple[int, float]] = {}
@@ -94,6 +93,10 @@ class View:
         self.events_loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ hooks
+
+    def _tag(self, key: str) -> str | None:
+        """How pushed transitions name ``key``'s breaker (a plain view follows none)."""
+        return None
 
     def _follow(self) -> None:
         """Start following the store's pushed transitions on the running loop (a plain view
@@ -143,8 +146,9 @@ class View:
                 views.clear()
                 self.tags.clear()
             views[key] = KeyView(state, gen, fresh)
-            if len(self.tags) < VIEW_MAX:
-                self.tags[breaker_tag(self.name, key)] = key
+            tag = self._tag(key)
+            if tag is not None and len(self.tags) < VIEW_MAX:
+                self.tags[tag] = key
         else:
             v.state = state
             v.gen = gen

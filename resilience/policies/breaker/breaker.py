@@ -42,13 +42,13 @@ from resilience.policies.breaker._report import Reporter
 from resilience.policies.breaker._sync import SyncedView
 from resilience.policies.breaker._tasks import Background
 from resilience.policies.breaker._view import KeyView, Permit, local_permit
+from resilience.stores import FallbackMode
 from resilience.stores.base import (
     BreakerAction,
     BreakerOutcomeName,
     BreakerSpec,
     Store,
 )
-from resilience.stores.fallback import FallbackMode
 
 __all__ = [
     "DEFAULT_STATE_REFRESH",
@@ -138,7 +138,7 @@ class CircuitBreaker(PolicyBase):
         fallback: what to do when the store is unreachable: ``"local"`` (default: a local
             breaker with the same thresholds decides; a deadline already known stays in
             force), ``"allow"`` (let calls through) or ``"deny"`` (raise
-            :class:`resilience.StoreUnavailable`); see :mod:`resilience.stores.fallback`.
+            :class:`resilience.StoreUnavailable`); see :class:`resilience.FallbackStore`.
     """
 
     def __init__(
