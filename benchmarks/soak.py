@@ -162,9 +162,9 @@ async def _worker(redis_url: str, upstream_url: str, end: float, out: Any, idx: 
         StateChange,
     )
     from resilience.backoff import exponential
+    from resilience.stores import FallbackStore
     from resilience.stores.base import BreakerReply, WindowResult
-    from resilience.stores.fallback import FallbackStore
-    from resilience.stores.keys import window_keys
+    from resilience.stores.redis._keys import window_keys
 
     class TooMany(Retryable):
         def __init__(self, retry_after: float) -> None:
@@ -484,7 +484,7 @@ class Watch:
     transitions published on its channel, and its probe leases and state, sampled."""
 
     def __init__(self, port: int) -> None:
-        from resilience.stores.keys import breaker_channel, breaker_keys, breaker_tag
+        from resilience.stores.redis._keys import breaker_channel, breaker_keys, breaker_tag
 
         self.port = port
         self.channel = breaker_channel(PREFIX)
@@ -584,7 +584,7 @@ class Watch:
 
     async def reserved_ahead(self) -> float:
         """Seconds until the latest slot the limiter's log holds (0 if none is ahead)."""
-        from resilience.stores.keys import window_keys
+        from resilience.stores.redis._keys import window_keys
 
         log_key, _ = window_keys(PREFIX, NAME, "")
         client = self._redis(socket_timeout=2.0)
@@ -598,7 +598,7 @@ class Watch:
 
     async def final(self) -> dict[str, Any]:
         """What Redis holds once every worker has stopped: probe leases, future reservations."""
-        from resilience.stores.keys import window_keys
+        from resilience.stores.redis._keys import window_keys
 
         log_key, _ = window_keys(PREFIX, NAME, "")
         client = self._redis(socket_timeout=2.0)
