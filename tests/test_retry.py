@@ -21,7 +21,7 @@ from resilience import (
     telemetry,
 )
 from resilience.pipeline import CallContext
-from resilience.policies.retry import retry as retry_module
+from resilience.policies.retry import _retry as retry_module
 
 ZERO = backoff.constant(0)
 

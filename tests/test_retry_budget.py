@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from resilience import MemoryStore, Retry, RetryBudget, StoreUnavailable, backoff
-from resilience.policies.retry import budget as budget_module
+from resilience.policies.retry import _budget as budget_module
 from resilience.stores.base import BudgetResult
 from resilience.testing import FakeClock
 from tests.redis_servers import RedisServer

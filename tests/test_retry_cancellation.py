@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from resilience import MemoryStore, RedisStore, Retry, RetryBudget, StoreUnavailable, backoff
-from resilience.policies.retry import retry as retry_module
-from resilience.policies.retry.budget import WINDOW
+from resilience.policies.retry import _retry as retry_module
+from resilience.policies.retry._budget import WINDOW
 from resilience.stores.base import BudgetResult
 from tests.redis_servers import RedisServer
 
@@ -331,7 +331,7 @@ async def test_cancel_in_a_flush(fails: bool) -> None:
 
 
 async def test_credits_expire_with_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    from resilience.policies.retry import budget as budget_module
+    from resilience.policies.retry import _budget as budget_module
 
     now = [1000.0]
     monkeypatch.setattr(budget_module, "_monotonic", lambda: now[0])

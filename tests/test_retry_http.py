@@ -15,7 +15,7 @@ import pytest
 from resilience import CircuitOpen, Retry, SlidingWindowLimiter, testing
 from resilience.backoff import exponential
 from resilience.pipeline import CallContext
-from resilience.policies.retry.predicates import default_retryable, hint_of, hint_source_of
+from resilience.policies.retry._predicates import default_retryable, hint_of, hint_source_of
 from resilience.stores import MemoryStore
 from tests.test_http_clients import (
     an_body,

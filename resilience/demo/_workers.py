@@ -137,7 +137,7 @@ async def resilience_worker(
     from resilience import CircuitBreaker, Pipeline, Retry, RetryBudget, SlidingWindowLimiter
     from resilience import backoff as bk
     from resilience.aiohttp import raise_for_status, retry_on
-    from resilience.policies.retry.predicates import hint_of
+    from resilience.policies.retry._predicates import hint_of
 
     endpoint = url + ANALYZE_PATH
 

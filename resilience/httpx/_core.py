@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 from resilience.http import DEFAULT_MAX_RETRY_AFTER, classify, is_idempotent, outcome_of
 from resilience.httpx._errors import HTTPFailure, RetryableHTTPFailure
 from resilience.pipeline import CallContext, Pipeline, Policy
-from resilience.policies.retry.retry import add_note
+from resilience.policies.retry._retry import add_note
 
 __all__ = ["RaiseFor", "TransportCore", "logger"]
 

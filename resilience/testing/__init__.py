@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from resilience.policies.retry.retry import TESTING
+from resilience.policies.retry._retry import TESTING
 
 if TYPE_CHECKING:
     from resilience.stores.redis import RedisStore

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from resilience import RedisStore, Retry, RetryBudget, backoff
-from resilience.policies.retry.budget import WINDOW
+from resilience.policies.retry._budget import WINDOW
 from resilience.stores import FallbackStore
 from resilience.stores.redis._health import PROBE_MAX, health_of
 from tests.redis_servers import RedisServer

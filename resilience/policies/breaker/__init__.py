@@ -65,7 +65,7 @@ telemetry, the log and listeners; ``_promises.py`` what a cancelled caller is st
 ``_tasks.py`` the background tasks; ``interop.py`` :class:`PyBreakerPolicy`.
 """
 
-from resilience.policies.breaker.breaker import (
+from resilience.policies.breaker._breaker import (
     DEFAULT_STATE_REFRESH,
     MIN_DURATION,
     BreakerState,
@@ -73,7 +73,7 @@ from resilience.policies.breaker.breaker import (
     StateChange,
     StateListener,
 )
-from resilience.policies.breaker.interop import PyBreakerPolicy, pybreaker_policy
+from resilience.policies.breaker._interop import PyBreakerPolicy, pybreaker_policy
 
 __all__ = [
     "DEFAULT_STATE_REFRESH",

@@ -1,6 +1,6 @@
 """The distributed sliding-window rate limiter."""
 
-from resilience.policies.ratelimit.limiter import (
+from resilience.policies.ratelimit._limiter import (
     DEFAULT_GUARD,
     MAX_LIMIT,
     AllOf,

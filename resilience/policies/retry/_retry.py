@@ -4,7 +4,7 @@ Semantics of one call under ``Retry(attempts, backoff=..., deadline=..., budget=
 
 1. Attempt 1 runs. If it returns a result that ``retry_if_result`` does not flag, that result
    is returned; if it raises an exception that is not retryable (see
-   :mod:`resilience.policies.retry.predicates`), that exception propagates unchanged (with a
+   :mod:`resilience.policies.retry._predicates`), that exception propagates unchanged (with a
    note when earlier attempts failed).
 2. Otherwise the next delay is ``max(backoff(attempt, previous_delay), retry_after)``, capped at
    the strategy's ``max``; ``retry_after`` is the wait the failure asks for
@@ -57,8 +57,8 @@ from resilience.backoff import exponential
 from resilience.errors import CircuitOpen
 from resilience.pipeline import CallContext, PolicyBase
 from resilience.policies._validate import check_name, positive_int, positive_seconds
-from resilience.policies.retry.budget import RetryBudget
-from resilience.policies.retry.predicates import (
+from resilience.policies.retry._budget import RetryBudget
+from resilience.policies.retry._predicates import (
     RetryOn,
     compile_retry_on,
     hint_of,
@@ -134,7 +134,7 @@ class Retry(PolicyBase):
             exception. Default: :class:`resilience.Retryable` subclasses, exceptions carrying a
             numeric ``retry_after``, :class:`TimeoutError` and :class:`ConnectionError`. The
             library's own errors follow fixed rules (see
-            :mod:`resilience.policies.retry.predicates`).
+            :mod:`resilience.policies.retry._predicates`).
         retry_if_result: a predicate over a *returned* value: ``True`` means "this result is a
             failure, retry" (APIs that return errors). A ``retry_after`` attribute on the
             result is honoured as a hint. When retries run out, the last result is returned.
