@@ -41,6 +41,9 @@ class Upstream(Exception):
 class Held:
     """A store whose operation ``op`` pauses once, ``when`` = before or after the real one."""
 
+    # It pauses inside a decision: a caller can be cancelled mid-decision, as with Redis.
+    decides_locally = False
+
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.label = inner.label

@@ -462,7 +462,8 @@ class Store(WindowOps, BreakerOps, BudgetOps, PresenceOps, Protocol):
         does not start), the store is never unavailable and its presence is always
         ``Presence(1, 0)``. ``False`` (:class:`resilience.RedisStore`): decisions are shared
         and remote; policies shield them from cancellation, cache what the store pushes, and
-        fall back when it is unavailable. A store that wraps another answers for it.
+        fall back when it is unavailable. A store that wraps another answers for it, unless the
+        wrapper adds awaits of its own inside a decision (then ``False``).
         """
         ...
 
