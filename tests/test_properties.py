@@ -123,7 +123,7 @@ def test_fallback_store_options(interval: Any) -> None:
         _check(exc, "presence_interval")
 
 
-headers_mod = pytest.importorskip("resilience.aiohttp.headers")
+headers_mod = pytest.importorskip("resilience.http")
 
 HEADER_TEXT = st.one_of(
     st.text(max_size=60),

@@ -20,7 +20,7 @@ For session-wide policies without retries, use :class:`ResilienceMiddleware`.
 
 from __future__ import annotations
 
-from resilience.aiohttp.classify import (
+from resilience.aiohttp._classify import (
     IDEMPOTENCY_HEADER,
     IDEMPOTENT_METHODS,
     RETRYABLE_STATUSES,
@@ -30,8 +30,9 @@ from resilience.aiohttp.classify import (
     raise_for_status,
     retry_on,
 )
-from resilience.aiohttp.errors import HTTPStatusError, RetryableHTTPStatus, redact_url
-from resilience.aiohttp.headers import (
+from resilience.aiohttp._errors import HTTPStatusError, RetryableHTTPStatus, redact_url
+from resilience.aiohttp._middleware import ResilienceMiddleware
+from resilience.http import (
     DEFAULT_MAX_RETRY_AFTER,
     HintSource,
     parse_http_date,
@@ -40,7 +41,6 @@ from resilience.aiohttp.headers import (
     retry_after_hint,
     wait_hint,
 )
-from resilience.aiohttp.middleware import ResilienceMiddleware
 
 __all__ = [
     "DEFAULT_MAX_RETRY_AFTER",

@@ -1,10 +1,10 @@
-"""Server-provided wait hints: moved to :mod:`resilience.http` (no client in it).
-
-This module re-exports the same names so existing imports keep working; new code imports them
-from :mod:`resilience.http` (or :mod:`resilience.aiohttp`).
-"""
+"""Deprecated: the wait-hint parsers moved to :mod:`resilience.http` (no client in it); import
+them from there or from :mod:`resilience.aiohttp`. Kept so that imports written against 0.1
+keep working."""
 
 from __future__ import annotations
+
+import warnings
 
 from resilience.http import (
     DEFAULT_MAX_RETRY_AFTER,
@@ -25,3 +25,9 @@ __all__ = [
     "retry_after_hint",
     "wait_hint",
 ]
+
+warnings.warn(
+    "resilience.aiohttp.headers is deprecated: import from resilience.http",
+    DeprecationWarning,
+    stacklevel=2,
+)

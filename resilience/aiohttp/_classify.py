@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from resilience.aiohttp.errors import HTTPStatusError, RetryableHTTPStatus
+from resilience.aiohttp._errors import HTTPStatusError, RetryableHTTPStatus
 from resilience.errors import CircuitOpen, ResilienceError, Retryable
 from resilience.http import (
     DEFAULT_MAX_RETRY_AFTER,

@@ -24,8 +24,8 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from resilience.aiohttp.headers import HintSource
 from resilience.errors import Retryable
+from resilience.http import HintSource
 
 __all__ = ["HTTPStatusError", "RetryableHTTPStatus", "redact_url"]
 
@@ -63,7 +63,7 @@ class HTTPStatusError(aiohttp.ClientResponseError):
             ``Retry-After`` field) or ``"rate_limit_header"`` (a ``RateLimit`` /
             ``X-RateLimit-Reset`` reset); ``None`` without a hint. :class:`resilience.Retry`
             reports it as ``resilience.retry.delay_source`` when the hint sets the delay.
-        retryable: whether retrying is safe and useful (see :mod:`resilience.aiohttp.classify`).
+        retryable: whether retrying is safe and useful (see :mod:`resilience.aiohttp._classify`).
     """
 
     retryable = False

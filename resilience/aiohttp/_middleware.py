@@ -11,8 +11,8 @@ from typing import Literal
 
 import aiohttp
 
-from resilience.aiohttp.classify import is_idempotent, is_retryable_status, raise_for_status
-from resilience.aiohttp.headers import DEFAULT_MAX_RETRY_AFTER
+from resilience.aiohttp._classify import is_idempotent, is_retryable_status, raise_for_status
+from resilience.http import DEFAULT_MAX_RETRY_AFTER
 from resilience.pipeline import CallContext, Pipeline, Policy
 
 __all__ = ["ResilienceMiddleware"]
