@@ -166,6 +166,9 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
         )
         store = cls(client, prefix=prefix, max_concurrency=max_connections, timeout=timeout)
         store.label = f"redis+sentinel://{service_name}"
+        # The clients of the sentinels themselves, made here: aclose() closes them too.
+        pool: Any = client.connection_pool  # redis-py's SentinelConnectionPool
+        store._owned.extend(pool.sentinel_manager.sentinels)
         return store
 
 

@@ -18,6 +18,7 @@ import random
 import secrets
 import sys
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from importlib import resources
 from typing import Any
@@ -109,8 +110,22 @@ class _Nonce:
 
 
 nonce = _Nonce()
+_cores: weakref.WeakSet[RedisCore] = weakref.WeakSet()  # every live store, for _after_fork
+
+
+def _after_fork() -> None:
+    """In a child, right after ``fork()``: a new request-id prefix, and a fresh gate for each
+    store. The calls the parent had in flight (and queued) never end in the child: on the
+    parent's gate their slots would never come back, and a slot handed to one of its queued
+    callers would be lost; with all slots taken the child's store would wait forever."""
+    nonce.reset()
+    for core in list(_cores):
+        if core._max_concurrency:
+            core._gate = Gate(core._max_concurrency)
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=nonce.reset)
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 class RedisCore:
@@ -174,6 +189,10 @@ class RedisCore:
         self._wire: Wire | None = (
             Wire(client, keep=self._gate is not None) if Wire.supports(client) else None
         )
+        # Further clients the store made and closes with its own (a Sentinel's, see
+        # RedisStore.from_sentinel).
+        self._owned: list[aioredis.Redis] = []
+        _cores.add(self)
 
     def __repr__(self) -> str:
         return f"RedisStore({self.label!r}, prefix={self.prefix!r})"
@@ -380,10 +399,14 @@ class RedisCore:
         return PubSub(pool), pool
 
     async def aclose(self) -> None:
-        """Close the underlying client (and its connection pool)."""
+        """Close the underlying client (and its connection pool), and the sentinels' clients
+        of a store made by ``from_sentinel``."""
         if self._wire is not None:
             await self._wire.aclose()
         await self.client.aclose()
+        owned, self._owned = self._owned, []
+        for client in owned:
+            await client.aclose()
 
 
 def as_str(value: Any) -> str:

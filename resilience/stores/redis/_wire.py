@@ -35,7 +35,13 @@ redis-py:
   the pool and repeats the command once through ``client.execute_command``, that is, under
   the client's own retry policy, exactly as if the store had used the client from the start.
   A failure there is the store's failure (see :mod:`resilience.stores.redis._health`).
-- After ``fork()`` the child never uses the parent's connections.
+- After ``fork()`` the child never uses, nor closes, the parent's connections: neither the
+  wire's own nor those of the client's pool (redis-py's asyncio pool, unlike its synchronous
+  one, has no fork check). They are set aside as the child starts and stay referenced until it
+  exits: closing one in the child, even by letting redis-py's finalizer close it as it is
+  garbage collected, unregisters its socket from the event loop the parent was running,
+  whose epoll set the child shares with the parent, and the parent's loop would never again
+  be woken by that socket's replies (its calls on it would time out).
 
 ``RedisCluster`` clients and single-connection clients keep the client's own path (no
 :class:`Wire`): the cluster routes each command to a node and follows redirections. Neither do
@@ -47,6 +53,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import weakref
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeGuard
 
@@ -61,9 +68,27 @@ _HEADS_MAX = 10_000  # packed command heads kept per wire (script and keys)
 
 _CONNECTION_FAILURES = (RedisConnectionError, RedisTimeoutError, OSError)
 
-_forks = [0]  # bumped in a child after fork(): its wires drop the parent's connections
+_wires: weakref.WeakSet[Wire] = weakref.WeakSet()  # every live wire, for _set_aside_after_fork
+_inherited: list[object] = []  # the parent's connections, in a forked child (never closed)
+
+
+def _set_aside_after_fork() -> None:
+    """In a child, right after ``fork()``: empty every wire's stack of connections and its
+    client's pool, keeping their connections referenced in ``_inherited`` (see the module
+    docs). Plain list operations only: nothing here may block or call into redis-py."""
+    for wire in list(_wires):
+        # The list itself: a call in flight at the fork would put its connection back there.
+        _inherited.append(wire._idle)
+        wire._idle = []
+        for name in ("_available_connections", "_in_use_connections"):  # redis-py's pools
+            conns = getattr(wire.pool, name, None)
+            if conns:
+                _inherited.extend(conns)
+                conns.clear()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+    os.register_at_fork(after_in_child=_set_aside_after_fork)
 
 
 class Wire:
@@ -76,11 +101,11 @@ class Wire:
     """
 
     __slots__ = (
+        "__weakref__",
         "_conn_args",
         "_connect_first",
         "_encoding",
         "_errors",
-        "_forks",
         "_heads",
         "_idle",
         "client",
@@ -93,7 +118,6 @@ class Wire:
         self.pool = client.connection_pool
         self.keep = keep
         self._idle: list[AbstractConnection] = []
-        self._forks = _forks[0]
         kwargs = self.pool.connection_kwargs
         self._encoding: str = kwargs.get("encoding", "utf-8")
         self._errors: str = kwargs.get("encoding_errors", "strict")
@@ -111,6 +135,7 @@ class Wire:
         self._connect_first = (
             getattr(self.pool.connection_class, "connect", None) is not AbstractConnection.connect
         )
+        _wires.add(self)
 
     @staticmethod
     def supports(client: object) -> TypeGuard[aioredis.Redis]:
@@ -163,9 +188,6 @@ class Wire:
     ) -> Any:
         """Send ``verb script len(keys) *keys *args`` (``packed``, or packed here by redis-py)
         and return the reply."""
-        if self._forks != _forks[0]:
-            self._idle = []  # the parent's sockets: never read or write them here
-            self._forks = _forks[0]
         idle = self._idle
         pool = self.pool
         keep = self.keep
@@ -193,21 +215,23 @@ class Wire:
             # A reply error (NOSCRIPT...) leaves the connection clean; a failure or a
             # cancellation in flight has made redis-py disconnect it (it reconnects on its
             # next use). Either way it can be used again.
-            if keep:
-                idle.append(conn)
-            else:
+            if not keep:
                 await pool.release(conn)
+            elif idle is self._idle:
+                idle.append(conn)
+            else:  # aclose() ran while this call was in flight: the connection is closed here
+                await conn.disconnect()
         # A connection-level failure: once more, under the client's own retry policy.
         return await self.client.execute_command(  # type: ignore[no-untyped-call]
             verb, script, len(keys), *keys, *args
         )
 
     async def aclose(self) -> None:
-        """Disconnect the wire's own connections (the client closes its pool itself)."""
+        """Disconnect the wire's own connections (the client closes its pool itself); one in
+        use by a call in flight is disconnected as that call ends."""
         idle, self._idle = self._idle, []
-        if self._forks == _forks[0]:
-            for conn in idle:
-                await conn.disconnect()
+        for conn in idle:  # never the parent's (see _set_aside_after_fork)
+            await conn.disconnect()
 
 
 def _needs_command_name(get_connection: Any) -> bool:
