@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     AskError,
@@ -22,7 +23,6 @@ from redis.exceptions import (
     NoPermissionError,
     ReadOnlyError,
     RedisClusterException,
-    RedisClusterUnreachableError,
     RedisError,
     ResponseError,
     SlotNotCoveredError,
@@ -32,6 +32,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resilience.errors import StoreError
+
+# redis-py >= 5.1 only (5.0 raises a plain ClusterError there, already an outage).
+_UNREACHABLE: tuple[type[BaseException], ...] = tuple(
+    t
+    for t in (getattr(redis.exceptions, "RedisClusterUnreachableError", None),)
+    if isinstance(t, type)
+)
 
 __all__ = [
     "CLIENT_ERRORS",
@@ -49,13 +56,13 @@ __all__ = [
 # MasterNotFoundError; ClusterError covers ClusterDownError and the MOVED/ASK storms. The
 # cluster client raises two more that are not RedisErrors: no node reachable, and a slot no
 # node serves (a failover in progress).
-_OUTAGE_TYPES = (
+_OUTAGE_TYPES: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     ClusterError,
     TryAgainError,
     ReadOnlyError,
-    RedisClusterUnreachableError,
+    *_UNREACHABLE,
     SlotNotCoveredError,
     OSError,
     asyncio.TimeoutError,
