@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -203,6 +204,80 @@ def test_demo_cli_json_with_redis_processes(redis_server: RedisServer) -> None:
         check=True,
     )
     data = json.loads(out.stdout)
+    assert data["config"]["redis"] is True
+    check_resilience(data["results"]["resilience"], 120)
+    naive = data["results"]["naive"]
+    assert naive["completed"] + naive["lost"] == 120
+
+
+# the demo through the real AI SDKs (--api) ------------------------------------------------------
+
+
+def _demo_json(*args: str, timeout: float = 120) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "resilience", "demo", "--json", "--quiet", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    data: dict[str, Any] = json.loads(out.stdout)
+    return data
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_demo_cli_through_the_real_sdk(api: str) -> None:
+    pytest.importorskip(api)
+    data = _demo_json(
+        "--api", api, "--time-scale", "60", "--jobs", "80", "--workers", "2", "--tasks", "4"
+    )
+    assert data["config"]["api"] == api
+    # resilience: SDK max_retries=0 under the pipeline, every classification the default.
+    check_resilience(data["results"]["resilience"], 80)
+    # naive: the SDK's defaults (its own retries, no limiter) overshoot and draw 429s.
+    naive = data["results"]["naive"]
+    assert naive["completed"] + naive["lost"] == 80
+    assert naive["upstream_429"] > 0
+    assert naive["requests"] > 80  # the SDK's own retries, counted by the upstream
+
+
+def test_demo_cli_table_names_the_sdk() -> None:
+    pytest.importorskip("anthropic")
+    out = subprocess.run(
+        [sys.executable, "-m", "resilience", "demo", "--api", "anthropic", "--quiet",
+         "--mode", "resilience", "--time-scale", "60", "--jobs", "20"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert "client: the real anthropic SDK" in out.stdout
+    assert "jobs completed" in out.stdout
+
+
+def test_demo_cli_rejects_an_unknown_api() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "resilience", "demo", "--api", "gemini"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "--api" in out.stderr
+
+
+def test_demo_config_rejects_an_unknown_api() -> None:
+    with pytest.raises(ValueError, match="api"):
+        DemoConfig(api="gemini")  # type: ignore[arg-type]
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_demo_cli_through_the_sdk_with_redis_processes(redis_server: RedisServer) -> None:
+    pytest.importorskip("openai")
+    data = _demo_json(
+        "--api", "openai", "--redis", redis_server.url, "--time-scale", "60", "--jobs", "120",
+        "--workers", "3", "--tasks", "6", timeout=170,
+    )  # fmt: skip
     assert data["config"]["redis"] is True
     check_resilience(data["results"]["resilience"], 120)
     naive = data["results"]["naive"]

@@ -9,9 +9,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["MAX_REQUEUES", "DemoConfig", "Mode", "ModeResult", "ProgressFn"]
+__all__ = ["APIS", "MAX_REQUEUES", "DemoApi", "DemoConfig", "Mode", "ModeResult", "ProgressFn"]
 
 Mode = Literal["naive", "resilience"]
+#: What the fleet calls: the demo's ``/v1/analyze`` over aiohttp, or the fake OpenAI or
+#: Anthropic API through the real SDK.
+DemoApi = Literal["analyze", "openai", "anthropic"]
+APIS: tuple[DemoApi, ...] = ("analyze", "openai", "anthropic")
 #: How many times the resilience mode puts a job back on the queue before reporting it failed.
 MAX_REQUEUES = 5
 #: ``progress(done, total)``: called about ten times a second while a mode runs.
@@ -34,6 +38,10 @@ class DemoConfig:
         otlp: export traces (``resilience.telemetry.setup``) in every worker.
         verbose: let the ``resilience`` logger's retry warnings through (default: silenced,
             the table says the same).
+        api: ``"analyze"`` (the demo's endpoint, aiohttp), or ``"openai"`` / ``"anthropic"``:
+            the fake AI server (:mod:`resilience.demo.ai`) through the real SDK, naive being
+            the SDK's defaults (its own retries) and resilience the SDK with ``max_retries=0``
+            under the pipeline of docs/ai.md.
     """
 
     limit: int = 50
@@ -46,8 +54,11 @@ class DemoConfig:
     seed: int | None = 1
     otlp: bool = False
     verbose: bool = False
+    api: DemoApi = "analyze"
 
     def __post_init__(self) -> None:
+        if self.api not in APIS:
+            raise ValueError(f"api must be one of {', '.join(APIS)}, got {self.api!r}")
         for name in ("limit", "workers", "tasks", "jobs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -2,8 +2,9 @@
 
 Two ways to call the upstream, same queue: :func:`naive_worker` (the blog post's code, from
 :mod:`resilience.demo.naive`) and :func:`resilience_worker` (the library's pipeline around one
-aiohttp request). :func:`worker_process_main` is what each process of a Redis-backed fleet
-runs; :class:`Tally` is what a worker counts, merged across processes by
+aiohttp request); with ``--api openai|anthropic``, :func:`sdk_worker` (the real SDK, with its
+own retries or under the pipeline). :func:`worker_process_main` is what each process of a
+Redis-backed fleet runs; :class:`Tally` is what a worker counts, merged across processes by
 :mod:`resilience.demo.fleet`.
 """
 
@@ -79,10 +80,14 @@ class Tally:
 
 
 def failure_reason(exc: BaseException) -> str:
-    """How a lost job is counted: ``HTTP <status>`` or the error's type and message, short."""
+    """How a lost job is counted: ``HTTP <status>`` (with the SDK error's class, e.g.
+    ``HTTP 429 RateLimitError``) or the error's type and message, short."""
     status = getattr(exc, "status", None)
+    sdk_status = getattr(exc, "status_code", None)
     if isinstance(status, int):
         text = f"HTTP {status}"
+    elif isinstance(sdk_status, int):  # the openai and anthropic SDKs' APIStatusError
+        text = f"HTTP {sdk_status} {type(exc).__name__}"
     else:
         msg = str(exc)
         text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
@@ -137,7 +142,6 @@ async def resilience_worker(
     from resilience import CircuitBreaker, Pipeline, Retry, RetryBudget, SlidingWindowLimiter
     from resilience import backoff as bk
     from resilience.aiohttp import raise_for_status, retry_on
-    from resilience.policies.retry._predicates import hint_of
 
     endpoint = url + ANALYZE_PATH
 
@@ -185,21 +189,89 @@ async def resilience_worker(
                     await analyze(job)
                     tally.completed += 1
                 except Exception as exc:
-                    transient = not isinstance(getattr(exc, "status", None), int) or (
-                        getattr(exc, "retryable", False)
-                    )
-                    if transient and requeues < MAX_REQUEUES:
-                        # Nack: wait what the error says (breaker open, upstream's hint), then
-                        # put the job back for any worker.
-                        wait = hint_of(exc)
-                        await asyncio.sleep(min(cfg.window, wait or cfg.scaled(1.0)))
-                        tally.requeued += 1
-                        await queue.put_back(job, requeues + 1)
+                    if await _requeue_or_lose(cfg, queue, tally, job, requeues, exc):
                         continue
-                    tally.lost[failure_reason(exc)] += 1
                 await queue.done()
 
         await asyncio.gather(*(task() for _ in range(cfg.tasks)))
+
+
+async def _requeue_or_lose(
+    cfg: DemoConfig, queue: Queue, tally: Tally, job: int, requeues: int, exc: Exception
+) -> bool:
+    """After a failed call in resilience mode: put the job back (``True``) when the failure is
+    transient and requeues remain, after the wait it names; else count it lost."""
+    from resilience.http import classify
+    from resilience.policies.retry._predicates import hint_of
+
+    c = classify(exc)
+    if c is not None:
+        transient = c.retryable
+    else:
+        transient = not isinstance(getattr(exc, "status", None), int) or bool(
+            getattr(exc, "retryable", False)
+        )
+    if transient and requeues < MAX_REQUEUES:
+        # Nack: wait what the error says (breaker open, upstream's hint), then put the job
+        # back for any worker.
+        wait = hint_of(exc)
+        await asyncio.sleep(min(cfg.window, wait or cfg.scaled(1.0)))
+        tally.requeued += 1
+        await queue.put_back(job, requeues + 1)
+        return True
+    tally.lost[failure_reason(exc)] += 1
+    return False
+
+
+async def sdk_worker(
+    cfg: DemoConfig, mode: Mode, url: str, queue: Queue, tally: Tally, store: Any, run_id: str
+) -> None:
+    """The fleet's worker with ``--api openai|anthropic``: each job is one chat call to the
+    fake AI server at ``url`` through the real SDK.
+
+    ``naive``: the SDK's defaults (``max_retries=2``, its own backoff, no limiter); a job is
+    lost when the call raises. ``resilience``: the SDK with ``max_retries=0`` under
+    ``Pipeline(Retry(attempts=6, deadline=60), CircuitBreaker(), SlidingWindowLimiter(limit,
+    window))`` as a decorator, every other option (the classification included) the default;
+    transient failures are requeued as in :func:`resilience_worker`.
+    """
+    from resilience.demo._sdk import make_call
+
+    assert cfg.api != "analyze"
+
+    def on_state(change: Any) -> None:
+        if change.new == "open":
+            tally.trips += 1
+
+    built = make_call(
+        "sdk" if mode == "naive" else "resilience",
+        cfg.api,
+        url,
+        store=store,
+        name=f"demo-{run_id}",
+        limit=cfg.limit,
+        window=cfg.window,
+        listeners=[on_state],
+        on_attempt=tally.attempt,
+    )
+
+    async def task() -> None:
+        while (item := await queue.get()) is not None:
+            job, requeues = item
+            try:
+                await built.call(job)
+                tally.completed += 1
+            except Exception as exc:
+                if mode == "naive":
+                    tally.lost[failure_reason(exc)] += 1
+                elif await _requeue_or_lose(cfg, queue, tally, job, requeues, exc):
+                    continue
+            await queue.done()
+
+    try:
+        await asyncio.gather(*(task() for _ in range(cfg.tasks)))
+    finally:
+        await built.aclose()
 
 
 # -- logs and traces --------------------------------------------------------------------------
@@ -247,7 +319,9 @@ def flush_otlp(handle: Any) -> None:
 async def worker_in_process(
     cfg: DemoConfig, mode: Mode, url: str, queue: Queue, tally: Tally, store: Any, run_id: str
 ) -> None:
-    if mode == "naive":
+    if cfg.api != "analyze":
+        await sdk_worker(cfg, mode, url, queue, tally, store, run_id)
+    elif mode == "naive":
         limiter = BlogMemoryLimiter(cfg.limit, cfg.window)  # per worker: not shared
         await naive_worker(cfg, url, queue, tally, limiter, "ratelimit:default")
     else:
@@ -266,13 +340,16 @@ async def worker_process_main(cfg: DemoConfig, mode: Mode, url: str, prefix: str
     queue = RedisQueue(client, prefix)
     tally = Tally()
     try:
-        if mode == "naive":
+        if mode == "naive" and cfg.api == "analyze":
             limiter = BlogRedisLimiter(client, cfg.limit, cfg.window)  # shared, as in the post
             await naive_worker(cfg, url, queue, tally, limiter, f"{prefix}:ratelimit")
         else:
             store = RedisStore.from_url(cfg.redis_url, prefix=prefix, timeout=2.0)
             try:
-                await resilience_worker(cfg, url, queue, tally, store, prefix)
+                if cfg.api == "analyze":
+                    await resilience_worker(cfg, url, queue, tally, store, prefix)
+                else:
+                    await sdk_worker(cfg, mode, url, queue, tally, store, prefix)
             finally:
                 await store.aclose()
     finally:
@@ -286,8 +363,14 @@ def process_entry(cfg: DemoConfig, mode: Mode, url: str, prefix: str) -> dict[st
     return asyncio.run(worker_process_main(cfg, mode, url, prefix))
 
 
-def warm() -> int:
-    """Run once per pool process before the clock starts: imports done, returns the pid."""
-    import resilience.aiohttp  # noqa: F401 - import cost paid before the clock starts
+def warm(api: str = "analyze") -> int:
+    """Run once per pool process before the clock starts: imports done (the SDK's too with
+    ``api="openai"`` or ``"anthropic"``), returns the pid."""
+    import resilience.aiohttp  # import costs paid before the clock starts
 
+    if api != "analyze":
+        import httpx2  # noqa: F401
+
+        __import__(api)
+        import resilience.demo._sdk  # noqa: F401
     return os.getpid()

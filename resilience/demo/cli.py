@@ -29,6 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     demo.add_argument("--mode", choices=("naive", "resilience", "both"), default="both")
+    demo.add_argument(
+        "--api",
+        choices=("analyze", "openai", "anthropic"),
+        default="analyze",
+        help=(
+            "what the fleet calls: the demo's endpoint (default), or a fake OpenAI / Anthropic "
+            "API through the real SDK (naive: the SDK's own retries; resilience: the SDK with "
+            "max_retries=0 under the pipeline)"
+        ),
+    )
     demo.add_argument("--workers", type=int, default=4, help="workers (processes with --redis)")
     demo.add_argument("--tasks", type=int, default=8, help="concurrent tasks per worker")
     demo.add_argument("--jobs", type=int, default=300, help="jobs in the queue")
@@ -74,6 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.api != "analyze":
+        from resilience.demo._sdk import require_sdk
+
+        try:
+            require_sdk(args.api)
+        except ImportError as exc:
+            print(f"resilience demo: {exc}", file=sys.stderr)
+            return 2
     try:
         cfg = DemoConfig(
             limit=args.limit,
@@ -86,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             otlp=args.otlp or bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")),
             verbose=args.verbose,
+            api=args.api,
         )
     except ValueError as exc:
         print(f"resilience demo: {exc}", file=sys.stderr)

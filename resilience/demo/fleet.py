@@ -1,6 +1,9 @@
 """The demo's fleet: workers draining a queue of jobs against the strict upstream.
 
-Two ways to call the upstream, same fleet, same queue:
+Two ways to call the upstream, same fleet, same queue (with ``api="openai"`` or
+``"anthropic"``, the fake AI server of :mod:`resilience.demo.ai` through the real SDK instead:
+naive is the SDK's defaults, resilience the SDK with ``max_retries=0`` under the pipeline; see
+:func:`resilience.demo._workers.sdk_worker`):
 
 - ``naive``: the blog post's code (:mod:`resilience.demo.naive`): a limiter polled every 0.5 s,
   sleep-and-retry on any exception, three attempts, then the job is lost.
@@ -44,7 +47,7 @@ from resilience.demo._workers import (
     warm,
     worker_in_process,
 )
-from resilience.demo.upstream import start_upstream
+from resilience.demo.upstream import UpstreamServer, start_upstream
 
 __all__ = [
     "MAX_REQUEUES",
@@ -73,9 +76,18 @@ async def run_mode(
     workers run in ``executor`` (a spawn-context process pool of ``cfg.workers`` processes;
     one is created when not given).
     """
-    url, stop = await start_upstream(
-        limit=cfg.limit, window=cfg.window, fail_rate=cfg.fail_rate, seed=cfg.seed
-    )
+    stop: UpstreamServer
+    if cfg.api == "analyze":
+        url, stop = await start_upstream(
+            limit=cfg.limit, window=cfg.window, fail_rate=cfg.fail_rate, seed=cfg.seed
+        )
+    else:
+        from resilience.demo.ai import start_ai_upstream
+
+        stop = await start_ai_upstream(
+            limit=cfg.limit, window=cfg.window, fail_rate=cfg.fail_rate, seed=cfg.seed
+        )
+        url = stop.url
     run_id = uuid.uuid4().hex[:8]
     tally = Tally()
     started = time.monotonic()
@@ -86,13 +98,16 @@ async def run_mode(
             await _run_processes(cfg, mode, url, tally, run_id, progress, executor)
         wall = time.monotonic() - started
     finally:
-        stats = await stop()
+        await stop()
+    stats = stop.upstream.stats()
     result = ModeResult(mode=mode, jobs=cfg.jobs)
     result.completed = tally.completed
     result.lost = sum(tally.lost.values())
     result.lost_reasons = dict(tally.lost.most_common())
-    result.requests = tally.attempts
-    result.retries = tally.attempts - len(tally.tried)
+    # Through an SDK, the client's own retries happen inside one call: count what the
+    # upstream received.
+    result.requests = tally.attempts if cfg.api == "analyze" else stats.requests
+    result.retries = result.requests - len(tally.tried)
     result.requeued = tally.requeued
     result.upstream_429 = stats.rejected_429
     result.upstream_503 = stats.failed_503
@@ -199,7 +214,7 @@ async def _run_processes(
 def make_executor(cfg: DemoConfig) -> ProcessPoolExecutor:
     """A spawn-context pool of ``cfg.workers`` processes, warmed up (imports done)."""
     pool = ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"))
-    futures = [pool.submit(warm) for _ in range(cfg.workers * 2)]
+    futures = [pool.submit(warm, cfg.api) for _ in range(cfg.workers * 2)]
     for f in futures:
         f.result()
     return pool

@@ -66,6 +66,15 @@ _ROWS: list[tuple[str, str]] = [
 ]
 
 
+_API_LINES = {
+    api: (
+        f"client: the real {api} SDK; naive: its defaults (max_retries=2), resilience: "
+        "max_retries=0 under the pipeline\n"
+    )
+    for api in ("openai", "anthropic")
+}
+
+
 def _cell(r: ModeResult, attr: str) -> str:
     if attr == "goodput":
         return f"{r.goodput:.0%}"
@@ -81,9 +90,10 @@ def _cell(r: ModeResult, attr: str) -> str:
 def render_table(cfg: DemoConfig, results: Sequence[ModeResult]) -> str:
     """The side-by-side table, with the reasons of lost jobs underneath."""
     where = f"Redis {cfg.redis_url}" if cfg.redis_url else "in-process (memory store)"
+    api = "" if cfg.api == "analyze" else _API_LINES[cfg.api]
     head = (
         f"upstream: {cfg.limit} requests per window of {cfg.window:g} s (a minute at time "
-        f"scale {cfg.time_scale:g}), fail rate {cfg.fail_rate:g}\n"
+        f"scale {cfg.time_scale:g}), fail rate {cfg.fail_rate:g}\n{api}"
         f"fleet: {cfg.workers} workers x {cfg.tasks} tasks, {cfg.jobs} jobs, {where}\n\n"
     )
     names = [r.mode for r in results]
@@ -115,6 +125,7 @@ def render_json(cfg: DemoConfig, results: Sequence[ModeResult]) -> str:
         "jobs": cfg.jobs,
         "fail_rate": cfg.fail_rate,
         "redis": cfg.redis_url is not None,
+        "api": cfg.api,
     }
     return json.dumps(
         {"config": config, "results": {r.mode: r.to_dict() for r in results}}, indent=2
