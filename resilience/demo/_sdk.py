@@ -64,7 +64,9 @@ def require_sdk(api: Api) -> None:
         __import__(api)
         __import__("httpx2")
     except ImportError as exc:
-        raise ImportError(f"--api {api} needs the {api!r} package: pip install {api}") from exc
+        raise ImportError(
+            f"--api {api} needs the {api!r} package: pip install 'resilience[demo-ai]'"
+        ) from exc
 
 
 def make_client(
