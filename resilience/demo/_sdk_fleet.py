@@ -121,7 +121,9 @@ class RecordingUpstream(AIUpstream):
             self.admitted_at.append(self.clock())
         return decision
 
-    async def _handle(self, request: web.Request, provider: Provider) -> web.StreamResponse:
+    async def handle(self, request: web.Request, provider: Provider) -> web.StreamResponse:
+        """:meth:`AIUpstream.handle`, answering the request's job with its next scripted fault
+        (:meth:`script_job`) and noting its arrival in :attr:`arrivals`."""
         t = self.clock()
         job: int | None = None
         with contextlib.suppress(Exception):  # a request without a job is answered all the same
@@ -132,7 +134,7 @@ class RecordingUpstream(AIUpstream):
         if pending:
             # The body is read (cached), so the parent pops this fault without yielding first.
             self.script(pending.popleft())
-        response = await super()._handle(request, provider)
+        response = await super().handle(request, provider)
         self.arrivals.append(Arrival(t, job, response.status, int(raw) if raw.isdigit() else None))
         return response
 
