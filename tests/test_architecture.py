@@ -95,7 +95,7 @@ def _under(module: str, *prefixes: str) -> bool:
 OPTIONAL = {
     "aiohttp": ("resilience.aiohttp", "resilience.telemetry.aiohttp", "resilience.demo"),
     "httpx": ("resilience.httpx",),
-    "httpx2": ("resilience.httpx",),
+    "httpx2": ("resilience.httpx", "resilience.httpx2", "resilience.demo"),
     "openai": ("resilience.demo",),
     "anthropic": ("resilience.demo",),
     "pybreaker": ("resilience.policies.breaker._interop",),

@@ -5,6 +5,9 @@ computed locally; on ``NOSCRIPT`` (after a restart, ``SCRIPT FLUSH`` or a failov
 repeated once as ``EVAL``, which runs the source and caches it again, so the source crosses the
 wire only when the server lacks it, and recovery costs one extra round trip, not two (redis-py's
 ``register_script`` would ``SCRIPT LOAD`` and then ``EVALSHA``).
+
+(A little over 400 lines: the call path, its deadline and its gate, the script cache and the
+fork hooks must stay together, as each assumes the others' invariants.)
 """
 
 from __future__ import annotations

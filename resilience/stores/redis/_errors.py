@@ -102,6 +102,8 @@ def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` (a redis-py or socket error) means "Redis cannot decide right now"."""
     if isinstance(exc, _OUTAGE_TYPES):
         return True
+    if isinstance(exc, RedisClusterException) and "cannot be connected" in str(exc):
+        return True  # no node reachable: redis-py < 5.1's form of RedisClusterUnreachableError
     if isinstance(exc, ResponseError):
         text = str(exc).upper()
         return text.startswith(_OUTAGE_PREFIXES) or _EMBEDDED_OUTAGE.search(text) is not None

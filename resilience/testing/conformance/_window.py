@@ -72,7 +72,8 @@ class WindowConformance:
         await lim.acquire()
         await lim.acquire()
         waited = time.monotonic() - t0
-        assert 0.27 <= waited < 0.6
+        # Lower bound exact (the window); upper bound loose (a busy 2-core machine, a cluster).
+        assert 0.27 <= waited < 1.0
 
     async def test_penalize_blocks_the_key_and_only_extends(self, store: Store) -> None:
         lim = SlidingWindowLimiter(100, 5.0, store=store, name="pen", guard=0)
