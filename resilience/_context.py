@@ -30,9 +30,15 @@ class CallContext:
             (the limiter's wait) honour it.
         attempt: 1-based number of the attempt in progress (0 before the first).
         span: the telemetry span of the call, if any (opaque to policies).
+        observed: whether the call may record telemetry. :class:`resilience.Pipeline` decides
+            it once, when the call starts: ``False`` when no OpenTelemetry SDK is configured
+            then, and the policies skip their telemetry hooks for the whole call (a provider
+            installed meanwhile takes effect for calls that start afterwards, as
+            :func:`resilience.telemetry.configure` does). ``True`` by default: each hook asks
+            telemetry itself.
     """
 
-    __slots__ = ("args", "attempt", "deadline", "kwargs", "operation", "span")
+    __slots__ = ("args", "attempt", "deadline", "kwargs", "observed", "operation", "span")
 
     def __init__(
         self,
@@ -47,6 +53,7 @@ class CallContext:
         self.deadline = deadline
         self.attempt = 0
         self.span: Any = None
+        self.observed = True
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (may be negative), or ``None`` without a deadline."""

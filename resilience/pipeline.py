@@ -155,6 +155,7 @@ class Pipeline:
         ctx = CallContext(self.name or qualname, args, kwargs)
         chain = self._chain(functools.partial(fn, *args, **kwargs), ctx)
         if not _enabled():
+            ctx.observed = False
             return await chain()
         if not self._has_attempts:
             chain = functools.partial(_instrument_attempt, chain, ctx)
@@ -166,29 +167,31 @@ class Pipeline:
         The wrapper keeps ``fn``'s signature, name and docstring (``functools.wraps``) and its
         type (``ParamSpec``). Everything that does not depend on the call's arguments is
         computed here, once, so a call costs a context object, one ``functools.partial`` per
-        policy, and the policies' own work.
+        policy but the outermost (which the wrapper calls itself), and the policies' own work.
         """
         _check_async(fn)
         qualname = str(getattr(fn, "__qualname__", "call"))
         op = self.name or qualname
         pname = self.name
-        execs = tuple(p.execute for p in reversed(self.policies))
+        # Innermost first; a pipeline without policies runs the call as its one "policy".
+        execs = tuple(p.execute for p in reversed(self.policies)) or (_just_call,)
+        inner, outer = execs[:-1], execs[-1]
         has_attempts = self._has_attempts
         partial = functools.partial
         enabled = _enabled
         instrument_call = _instrument_call
         instrument_attempt = _instrument_attempt
 
-        if len(execs) == 1:
-            only = execs[0]
+        if not inner:
 
             @functools.wraps(fn)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
                 ctx = CallContext(op, args, kwargs)
                 run = partial(fn, *args, **kwargs) if args or kwargs else fn
                 if not enabled():
-                    return await only(run, ctx)
-                chain: Callable[[], Awaitable[T]] = partial(only, run, ctx)
+                    ctx.observed = False
+                    return await outer(run, ctx)
+                chain: Callable[[], Awaitable[T]] = partial(outer, run, ctx)
                 if not has_attempts:
                     chain = partial(instrument_attempt, chain, ctx)
                 return await instrument_call(chain, ctx, function=qualname, pipeline=pname)
@@ -201,12 +204,19 @@ class Pipeline:
             chain: Callable[[], Awaitable[T]] = (
                 partial(fn, *args, **kwargs) if args or kwargs else fn
             )
-            for ex in execs:
+            for ex in inner:
                 chain = partial(ex, chain, ctx)
             if not enabled():
-                return await chain()
+                ctx.observed = False
+                return await outer(chain, ctx)
+            chain = partial(outer, chain, ctx)
             if not has_attempts:
                 chain = partial(instrument_attempt, chain, ctx)
             return await instrument_call(chain, ctx, function=qualname, pipeline=pname)
 
         return wrapper_n
+
+
+async def _just_call(call: Callable[[], Awaitable[T]], ctx: CallContext) -> T:
+    """The policy of a pipeline without policies: run the call."""
+    return await call()

@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import resilience
 from resilience import (
@@ -23,6 +26,7 @@ from resilience import (
     RedisStore,
     StateChange,
     StoreUnavailable,
+    telemetry,
 )
 from tests.redis_servers import RedisServer
 
@@ -271,6 +275,18 @@ async def test_pipeline_retry_breaker_counts_each_attempt() -> None:
 # ---------------------------------------------------------------- telemetry
 
 
+@pytest.fixture
+def metrics_on() -> Iterator[None]:
+    """Telemetry on (an SDK meter provider): a call that starts with telemetry off skips the
+    hooks altogether (``CallContext.observed``)."""
+    telemetry.configure(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    try:
+        yield
+    finally:
+        telemetry.configure()
+
+
+@pytest.mark.usefixtures("metrics_on")
 async def test_telemetry_once_per_transition_and_per_call(monkeypatch: Any) -> None:
     changes: list[tuple[str, str]] = []
     calls: list[str] = []

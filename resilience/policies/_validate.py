@@ -39,6 +39,7 @@ __all__ = [
     "check_store",
     "exception_types",
     "finite_number",
+    "local_shortcut",
     "min_duration",
     "non_negative_seconds",
     "positive_int",
@@ -267,6 +268,24 @@ def call_key(key: object, param: str = "key") -> str:
     if isinstance(key, str):  # a str subclass
         return check_text(str(key), param)
     raise TypeError(f"{param} must be a str, or None for the default key; got {type(key).__name__}")
+
+
+def local_shortcut(store: object, name: str) -> Any:
+    """The store's own synchronous shortcut ``name`` (``window_admit``, ``breaker_admit``), or
+    ``None``.
+
+    A store whose decisions are local (:attr:`resilience.stores.Store.decides_locally`) may
+    offer, beside the protocol's coroutines, a plain method taking the commonest decision at
+    once (see :class:`resilience.MemoryStore`); a policy then skips a coroutine per call. Only
+    a method bound to the store itself counts: a wrapper that forwards attributes to another
+    store would otherwise hand out its inner store's shortcut, which bypasses the wrapper.
+    """
+    if not getattr(store, "decides_locally", False):
+        return None
+    method = getattr(store, name, None)
+    if not callable(method) or getattr(method, "__self__", None) is not store:
+        return None
+    return method
 
 
 def check_store(store: object, operation: str) -> Any:

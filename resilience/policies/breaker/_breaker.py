@@ -24,7 +24,7 @@ from resilience import telemetry
 from resilience.errors import CircuitOpen, ResilienceError, library_error
 from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
 from resilience.policies._hints import requested_wait
-from resilience.policies._validate import MAX_SECONDS, call_key
+from resilience.policies._validate import MAX_SECONDS, call_key, local_shortcut
 from resilience.policies.breaker._options import (
     DEFAULT_STATE_REFRESH,
     MIN_DURATION,
@@ -72,6 +72,14 @@ def _hint_us(obj: object) -> int:
     if hint is None or hint.seconds <= 0:
         return 0
     return math.ceil(min(hint.seconds, MAX_SECONDS) * 1e6)
+
+
+def _permit(held: Permit | None, gen: int | None) -> Permit:
+    """What a call holds: the permit it was granted, else a closed breaker's of ``gen``."""
+    if held is not None:
+        return held
+    assert gen is not None
+    return local_permit(gen)
 
 
 class CircuitBreaker(PolicyBase):
@@ -207,6 +215,12 @@ class CircuitBreaker(PolicyBase):
         self._promises = Promises(
             self.spec, self.store, o.fallback_stats, self._view, self._report, background
         )
+        # A store whose decisions are local may admit a call on a closed breaker synchronously
+        # (``MemoryStore.breaker_admit``): with nothing to cache (``state_refresh`` 0), the
+        # closed happy path then asks it without a coroutine.
+        self._admit: Callable[[BreakerSpec, str], int | None] | None = (
+            local_shortcut(self.store, "breaker_admit") if self.state_refresh <= 0 else None
+        )
 
     def __repr__(self) -> str:
         return (
@@ -337,10 +351,15 @@ class CircuitBreaker(PolicyBase):
             key = spec  # checked at construction
         else:
             key = call_key(resolve_key(spec, ctx), "key returned by the key callable")
-        permit = await self._acquire(key, ctx)
+        admit = self._admit
+        gen = None if admit is None else admit(self.spec, key)
+        # Admitted on a closed breaker by a local store (``gen``), the call holds no permit
+        # (it is no probe): one is made only if an outcome is to be recorded.
+        held = await self._acquire(key, ctx) if gen is None else None
         try:
             result = await call()
         except Exception as exc:
+            permit = _permit(held, gen)
             try:
                 failed = self._is_failure(exc)
             except BaseException:
@@ -356,9 +375,10 @@ class CircuitBreaker(PolicyBase):
             raise
         except BaseException:
             # CancelledError, KeyboardInterrupt, ...: never a failure; a probe's permit returns.
-            await self._promises.release(key, permit, ctx)
+            await self._promises.release(key, _permit(held, gen), ctx)
             raise
         if self._failure_if_result is not None:
+            permit = _permit(held, gen)
             try:
                 failed = bool(self._failure_if_result(result))
             except BaseException:
@@ -368,7 +388,11 @@ class CircuitBreaker(PolicyBase):
             if failed:
                 await self._settle(key, permit, "fail", _hint_us(result), ctx)
                 return result
-        await self._settle(key, permit, "ok", 0, ctx)
+        if held is not None and held.token:
+            await self._settle(key, held, "ok", 0, ctx)  # a probe's success: recorded
+        elif ctx.observed:
+            # A success in closed state is not recorded (count mode): only counted.
+            telemetry.breaker_call(ctx, breaker=self.name, outcome="success")
         return result
 
     # ------------------------------------------------------------------ operators

@@ -49,12 +49,14 @@ from resilience.policies._validate import (
     MAX_LIMIT,
     MAX_SECONDS,
     call_key,
+    check_instance,
     check_key,
     check_name,
     check_store,
+    local_shortcut,
+    min_duration,
     non_negative_seconds,
     positive_int,
-    positive_seconds,
 )
 from resilience.stores import FallbackMode, with_fallback
 from resilience.stores.base import Store, WindowLimit
@@ -94,7 +96,13 @@ class Decision(NamedTuple):
     retry_after: float
 
 
-_decision = Decision._make  # tuple.__new__: cheaper than the NamedTuple's __new__
+# tuple.__new__ bound to Decision: a C call, cheaper than the NamedTuple's Python __new__ (and
+# than its _make, a Python classmethod on 3.11).
+_decision = functools.partial(tuple.__new__, Decision)
+
+#: A store's synchronous "admit now, or do nothing" (``MemoryStore.window_admit``): see
+#: :func:`resilience.policies._validate.local_shortcut`.
+LocalAdmit = Callable[[Sequence[WindowLimit], str, Sequence[int]], bool]
 
 
 def _static(specs: tuple[CostSpec, ...]) -> tuple[int, ...] | None:
@@ -139,6 +147,7 @@ class _WindowPolicy(PolicyBase):
     _static_costs: tuple[int, ...] | None
     _key: KeySpec
     _timeout: float | None
+    _admit: LocalAdmit | None
 
     def _costs(self, cost: int | Mapping[str, int]) -> tuple[int, ...]:
         """Per-limit costs of a direct call: one int for every quota, or a mapping by name."""
@@ -210,7 +219,7 @@ class _WindowPolicy(PolicyBase):
     async def _acquire(
         self, key: str, costs: tuple[int, ...], max_wait_us: int, ctx: CallContext | None
     ) -> Decision:
-        observed = telemetry.enabled()
+        observed = (ctx is None or ctx.observed) and telemetry.enabled()
         started = time.monotonic() if observed else 0.0
         allowed, remaining, wait_us, token = await self.store.window_acquire(
             self._limits, key, costs, max_wait_us
@@ -283,12 +292,18 @@ class _WindowPolicy(PolicyBase):
         else:
             key = call_key(resolve_key(spec, ctx), "key returned by the key callable")
         costs = self._static_costs or self._call_costs(ctx)
-        bound = self._timeout
-        if ctx.deadline is not None:
-            left = max(ctx.deadline - time.monotonic(), 0.0)
-            bound = left if bound is None else min(bound, left)
-        max_wait = _FOREVER_US if bound is None else int(bound * 1e6)
-        await self._acquire(key, costs, max_wait, ctx)
+        admit = self._admit
+        # The happy path on a local store: room now, admitted without a coroutine (nothing to
+        # wait for, nothing to release, no telemetry to record). Anything else (a wait, a
+        # refusal, the store's turn to yield to the loop, telemetry on, a shared store) goes
+        # through the store's window_acquire.
+        if admit is None or ctx.observed or not admit(self._limits, key, costs):
+            bound = self._timeout
+            if ctx.deadline is not None:
+                left = max(ctx.deadline - time.monotonic(), 0.0)
+                bound = left if bound is None else min(bound, left)
+            max_wait = _FOREVER_US if bound is None else int(bound * 1e6)
+            await self._acquire(key, costs, max_wait, ctx)
         try:
             return await call()
         except Exception as exc:
@@ -352,12 +367,11 @@ class SlidingWindowLimiter(_WindowPolicy):
                 f"limit must be <= MAX_LIMIT = 2**40 ({MAX_LIMIT}, the most a Redis store "
                 f"counts exactly), got {limit}"
             )
-        self.window = positive_seconds("window", window)
-        if self.window < _MIN_WINDOW:
-            raise ValueError(f"window must be at least {_MIN_WINDOW:g} seconds, got {window}")
+        self.window = min_duration("window", window, _MIN_WINDOW)
         self.guard = DEFAULT_GUARD if guard is None else non_negative_seconds("guard", guard)
         self.name = check_name(name)
         self.store = with_fallback(check_store(store, "window_acquire"), fallback)
+        self._admit = local_shortcut(self.store, "window_admit")
         self._key = check_key(key)
         self.cost = _check_cost_spec(cost)
         if isinstance(self.cost, int) and self.cost > self.limit:
@@ -389,8 +403,7 @@ class AllOf(_WindowPolicy):
         if not limiters:
             raise ValueError("limiters must not be empty")
         for i, lim in enumerate(limiters):
-            if not isinstance(lim, SlidingWindowLimiter):
-                raise TypeError(f"limiters[{i}] must be a SlidingWindowLimiter")
+            check_instance(f"limiters[{i}]", lim, SlidingWindowLimiter)
         store = limiters[0].store
         if any(lim.store is not store for lim in limiters):
             raise ValueError("limiters must all use the same store to be decided together")
@@ -399,6 +412,7 @@ class AllOf(_WindowPolicy):
             raise ValueError(f"limiters must have distinct names, got {names}")
         self.limiters = tuple(limiters)
         self.store = store
+        self._admit = local_shortcut(store, "window_admit")
         self.name = check_name(name) if name is not None else "+".join(names)
         self._limits = tuple(lim._limits[0] for lim in limiters)
         self._cost_specs = tuple(lim.cost for lim in limiters)

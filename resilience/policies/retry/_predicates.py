@@ -42,6 +42,7 @@ from typing import Literal
 from resilience.errors import CircuitOpen, ResilienceError, Retryable, library_error
 from resilience.http import classify
 from resilience.policies._hints import requested_wait
+from resilience.policies._validate import exception_types
 
 __all__ = [
     "ExceptionPredicate",
@@ -99,20 +100,10 @@ def compile_retry_on(retry_on: RetryOn) -> ExceptionPredicate:
     """Turn a ``retry_on`` option into a predicate; ``TypeError`` names ``retry_on``."""
     if retry_on is None:
         return default_retryable
-    if isinstance(retry_on, type):
-        types: tuple[type[BaseException], ...] = (retry_on,)
-    elif isinstance(retry_on, tuple):
-        types = retry_on
-    elif callable(retry_on):
-        return retry_on
-    else:
-        raise TypeError(
-            "retry_on must be an exception type, a tuple of exception types or a predicate, "
-            f"got {type(retry_on).__name__}"
-        )
+    types = exception_types("retry_on", retry_on)
+    if types is None:
+        return retry_on  # type: ignore[return-value]  # a predicate (callable, checked)
     for t in types:
-        if not (isinstance(t, type) and issubclass(t, BaseException)):
-            raise TypeError(f"retry_on must contain exception types only, got {t!r}")
         if not issubclass(t, Exception):
             raise ValueError(
                 f"retry_on must not contain {t.__name__}: cancellation and interpreter exits "

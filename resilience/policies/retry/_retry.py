@@ -56,7 +56,13 @@ from resilience._deadline import run_bounded
 from resilience.backoff import exponential
 from resilience.errors import CircuitOpen
 from resilience.pipeline import CallContext, PolicyBase
-from resilience.policies._validate import check_name, positive_int, positive_seconds
+from resilience.policies._validate import (
+    check_callable,
+    check_instance,
+    check_name,
+    positive_int,
+    positive_seconds,
+)
 from resilience.policies.retry._budget import RetryBudget
 from resilience.policies.retry._predicates import (
     RetryOn,
@@ -104,7 +110,7 @@ def _bounded(call: Callable[[], Awaitable[T]], ctx: CallContext) -> Awaitable[T]
     """One attempt, cancelled at ``ctx.deadline`` (then :class:`TimeoutError`)."""
     deadline = ctx.deadline
     assert deadline is not None
-    if _enabled():
+    if ctx.observed and _enabled():
         return run_bounded(functools.partial(_instrument_attempt, call, ctx), deadline)
     return run_bounded(call, deadline)
 
@@ -166,10 +172,12 @@ class Retry(PolicyBase):
         self.attempts = positive_int("attempts", attempts)
         if backoff is None:
             backoff = exponential()
-        elif not callable(backoff):
-            raise TypeError(
-                "backoff must be a strategy from resilience.backoff or a callable "
-                f"(attempt, previous_delay) -> seconds, got {type(backoff).__name__}"
+        else:
+            check_callable(
+                "backoff",
+                backoff,
+                "a strategy from resilience.backoff or a callable "
+                "(attempt, previous_delay) -> seconds",
             )
         cap = getattr(backoff, "max", math.inf)
         if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap >= 0:
@@ -178,14 +186,12 @@ class Retry(PolicyBase):
         self._cap = float(cap)
         self.retry_on = retry_on
         self._retryable = compile_retry_on(retry_on)
-        if retry_if_result is not None and not callable(retry_if_result):
-            raise TypeError(
-                f"retry_if_result must be a predicate, got {type(retry_if_result).__name__}"
-            )
+        if retry_if_result is not None:
+            check_callable("retry_if_result", retry_if_result, "a predicate over the result")
         self.retry_if_result = retry_if_result
         self.deadline = None if deadline is None else positive_seconds("deadline", deadline)
-        if budget is not None and not isinstance(budget, RetryBudget):
-            raise TypeError(f"budget must be a RetryBudget, got {type(budget).__name__}")
+        if budget is not None:
+            check_instance("budget", budget, RetryBudget)
         self.budget = budget
         self.name = "retry" if name is None else check_name(name)
 
@@ -208,7 +214,7 @@ class Retry(PolicyBase):
             if ctx.deadline is None:
                 # The hot path: one attempt, no deadline.
                 try:
-                    if _enabled():
+                    if ctx.observed:  # the pipeline found telemetry on when the call started
                         result = await _instrument_attempt(call, ctx)
                     else:
                         result = await call()

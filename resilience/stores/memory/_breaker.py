@@ -7,6 +7,9 @@ The failure log holds only the failures of the last window: each recorded failur
 and once failures stop arriving a timer on the event loop drops what is left when the newest
 entry leaves the window (the Redis log key expires ``window`` + 1 s after its last failure).
 Successes never touch it, so the happy path stays free of clock reads.
+
+:meth:`MemoryBreaker.breaker_admit` offers the closed breaker's admission synchronously, for a
+policy that finds it on a store whose decisions are local (see ``CircuitBreaker.execute``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from resilience.stores.base import (
     BreakerSpec,
     BreakerStateName,
 )
-from resilience.stores.memory._core import MemoryCore
+from resilience.stores.memory._core import PACE, MemoryCore
 
 __all__ = ["MemoryBreaker"]
 
@@ -77,26 +80,25 @@ class _Breaker:
         self.sweep: asyncio.AbstractEventLoop | None = None
 
 
-def _expire_failures(b: _Breaker, clock: Callable[[], float], window: int) -> None:
+def _expire_failures(b: _Breaker, now_us: Callable[[], int], window: int) -> None:
     """The failure-log timer: drop the entries that have left the window; while some remain,
     come back when the newest of them leaves it."""
     b.sweep = None
     f = b.failures
     if not f:
         return
-    now = int(clock() * 1_000_000)
-    horizon = now - window
+    horizon = now_us() - window
     while f and f[0] <= horizon:
         f.popleft()
     if f:
-        _arm_sweep(b, clock, window, f[-1] - horizon)
+        _arm_sweep(b, now_us, window, f[-1] - horizon)
 
 
-def _arm_sweep(b: _Breaker, clock: Callable[[], float], window: int, delay_us: int) -> None:
+def _arm_sweep(b: _Breaker, now_us: Callable[[], int], window: int, delay_us: int) -> None:
     loop = asyncio.get_running_loop()
     # A little after the entry leaves the window (never a busy loop on a frozen test clock).
     delay = max(delay_us, 1000) / 1e6 + 0.001
-    loop.call_later(delay, _expire_failures, b, clock, window)
+    loop.call_later(delay, _expire_failures, b, now_us, window)
     b.sweep = loop
 
 
@@ -194,6 +196,25 @@ class MemoryBreaker(MemoryCore):
         wait = max(min(leases.values()) - now, 1)
         return _reply(b, wait=wait, permit="deny", old=old)
 
+    def breaker_admit(self, spec: BreakerSpec, key: str) -> int | None:
+        """Admit a call now if ``key``'s breaker is closed: its generation (the call is not a
+        probe, it holds no token); otherwise do nothing.
+
+        Synchronous: the decision :meth:`breaker_acquire` takes on a closed breaker, without
+        the coroutine. ``None``, with nothing changed and no decision counted, when the breaker
+        is not closed (or not known yet), and on the store's pace turn (every
+        :data:`~resilience.stores.memory._core.PACE`-th decision yields to the loop first):
+        the caller then awaits :meth:`breaker_acquire`.
+        """
+        paced = self._paced + 1
+        if paced >= PACE:
+            return None
+        b = self._breakers.get((spec.name, key))
+        if b is None or b.state != "closed":
+            return None
+        self._paced = paced
+        return b.gen
+
     def _trip(self, b: _Breaker, spec: BreakerSpec, now: int, hint: int, old: str) -> BreakerReply:
         b.trips += 1
         brk = spec.break_us
@@ -260,7 +281,7 @@ class MemoryBreaker(MemoryCore):
         if n >= spec.failure_threshold:
             return self._trip(b, spec, now, hint_us, "closed")
         if b.sweep is not asyncio.get_running_loop():
-            _arm_sweep(b, self._clock, spec.window_us, spec.window_us)
+            _arm_sweep(b, self._now_us, spec.window_us, spec.window_us)
         self._touch(b, spec, now)
         return _reply(b, failures=n)
 

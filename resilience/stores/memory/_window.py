@@ -11,23 +11,30 @@ part, so a decision costs O(log n) amortized however long the log is.
 Python's ints are exact at any size, Lua's doubles only up to 2**53: like the script, a log
 never weighs more than :data:`resilience.stores.base.MAX_WEIGHT` (admitted plus reserved), so
 both stores decide the same.
+
+Besides the protocol's ``window_acquire``, :meth:`MemoryWindow.window_admit` offers the one
+decision a rate-limiting policy takes on nearly every call, "room now?", synchronously: a
+policy that finds it on a store whose decisions are local (``decides_locally``) skips the
+coroutine of a store call (see ``SlidingWindowLimiter.execute``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from bisect import bisect_right
 from collections.abc import Sequence
 
 from resilience.stores.base import MAX_WEIGHT, WindowLimit, WindowResult
-from resilience.stores.memory._core import MemoryCore
+from resilience.stores.memory._core import PACE, MemoryCore
 
 __all__ = ["MemoryWindow"]
 
 _SWEEP_EVERY = 4096
-# WindowResult._make is tuple.__new__ (C), several times cheaper than the NamedTuple's __new__.
-_result = WindowResult._make
+# tuple.__new__ bound to WindowResult: a C call, several times cheaper than the NamedTuple's
+# Python __new__ (and than its _make, a Python classmethod on 3.11).
+_result = functools.partial(tuple.__new__, WindowResult)
 _COMPACT_MIN = 64
 
 
@@ -51,9 +58,13 @@ class _Log:
         at = self.at
         head = self.head
         if head < len(at) and at[head] <= horizon:
-            k = bisect_right(at, horizon, head)
             w = self.weights
-            self.total -= w[head] if k == head + 1 else sum(w[head:k])
+            k = head + 1
+            if k < len(at) and at[k] <= horizon:
+                k = bisect_right(at, horizon, k)
+                self.total -= sum(w[head:k])
+            else:  # the common case under steady traffic: one entry left since the last call
+                self.total -= w[head]
             if k >= _COMPACT_MIN and k * 2 >= len(at):
                 del at[:k], self.tokens[:k], w[:k]
                 k = 0
@@ -87,6 +98,8 @@ class _Log:
         self.total += cost
 
     def remove(self, token: str) -> bool:
+        if not token:  # entries admitted by window_admit carry "": nobody releases them
+            return False
         try:
             i = self.tokens.index(token, self.head)
         except ValueError:
@@ -126,7 +139,7 @@ class MemoryWindow(MemoryCore):
         """See :meth:`resilience.stores.base.WindowOps.window_acquire`."""
         if self._pace():
             await asyncio.sleep(0)
-        now = int(self._clock() * 1_000_000)
+        now = self._now_us()
         if len(limits) == 1:  # the common case, without the loops
             lim = limits[0]
             cost = costs[0]
@@ -170,6 +183,57 @@ class MemoryWindow(MemoryCore):
         for log, cost in zip(logs, costs, strict=True):
             log.insert(at, token, cost)
         return WindowResult(True, remaining, wait, token)
+
+    def window_admit(self, limits: Sequence[WindowLimit], key: str, costs: Sequence[int]) -> bool:
+        """Admit the request now if every limit has room for it now; otherwise do nothing.
+
+        Synchronous: the decision :meth:`window_acquire` takes when it admits for now
+        (``wait_us == 0``), without the coroutine, for a caller that uses its slot at once and
+        so never releases it (the entry carries no token). ``False``, with nothing recorded
+        and no decision counted, when the request would wait or be refused, and on the
+        store's pace turn (every :data:`~resilience.stores.memory._core.PACE`-th decision
+        yields to the loop first): the caller then awaits :meth:`window_acquire`, which yields
+        if it is the turn, and decides.
+        """
+        paced = self._paced + 1
+        if paced >= PACE:
+            return False
+        now = self._now_us()
+        if len(limits) == 1:  # the common case, without the loops
+            lim = limits[0]
+            cost = costs[0]
+            log = self._logs.get((lim.name, key))
+            if log is None:
+                log = self._log(lim, key)
+            else:
+                log.window = lim.window_us
+            at = log.at
+            head = log.head
+            horizon = now - lim.window_us
+            if head < len(at) and at[head] <= horizon:
+                log.trim(horizon)
+            if log.total + cost > lim.limit or log.penalty > now:
+                return False
+            if not at or at[-1] <= now:  # no reservation ahead: the newest entry
+                at.append(now)
+                log.tokens.append("")
+                log.weights.append(cost)
+                log.total += cost
+            else:
+                log.insert(now, "", cost)
+            self._paced = paced
+            return True
+        logs = []
+        for lim, cost in zip(limits, costs, strict=True):
+            log = self._log(lim, key)
+            log.trim(now - lim.window_us)
+            if log.total + cost > lim.limit or log.penalty > now:
+                return False
+            logs.append(log)
+        for log, cost in zip(logs, costs, strict=True):
+            log.insert(now, "", cost)
+        self._paced = paced
+        return True
 
     def _sweep(self, now: int) -> None:
         # Idle keys do not accumulate: every `_SWEEP_EVERY` new logs, drop the ones whose
