@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from resilience import CircuitBreaker, MemoryStore, RetryBudget, SlidingWindowLimiter
+from resilience import CircuitBreaker, MemoryStore, Pipeline, RetryBudget, SlidingWindowLimiter
 
 
 async def _max_gap_during(loop_body: Callable[[], Awaitable[object]], seconds: float) -> float:
@@ -38,8 +38,23 @@ async def _max_gap_during(loop_body: Callable[[], Awaitable[object]], seconds: f
     return max(gaps)
 
 
-def _limiter(limit: int) -> SlidingWindowLimiter:
-    return SlidingWindowLimiter(limit, 60.0, store=MemoryStore(), name="pace", guard=0)
+def _limiter(limit: int, store: MemoryStore | None = None) -> SlidingWindowLimiter:
+    return SlidingWindowLimiter(limit, 60.0, store=store or MemoryStore(), name="pace", guard=0)
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _policy_calls() -> Callable[[], Awaitable[object]]:
+    # The limiter as a policy admits through the store's synchronous shortcut.
+    return _limiter(10**9)(_nothing)
+
+
+def _pipeline_calls() -> Callable[[], Awaitable[object]]:
+    # Breaker and limiter on one store: two shortcut decisions per call.
+    store = MemoryStore()
+    return Pipeline(CircuitBreaker(store=store, name="pace"), _limiter(10**9, store))(_nothing)
 
 
 @pytest.mark.parametrize(
@@ -47,6 +62,8 @@ def _limiter(limit: int) -> SlidingWindowLimiter:
     [
         pytest.param(lambda: _limiter(1).try_acquire, id="limiter-refusals"),
         pytest.param(lambda: _limiter(10**9).try_acquire, id="limiter-admissions"),
+        pytest.param(_policy_calls, id="limiter-policy"),
+        pytest.param(_pipeline_calls, id="breaker-and-limiter-pipeline"),
     ],
 )
 async def test_a_tight_limiter_loop_leaves_the_loop_alive(

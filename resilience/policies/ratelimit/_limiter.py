@@ -102,7 +102,7 @@ _decision = functools.partial(tuple.__new__, Decision)
 
 #: A store's synchronous "admit now, or do nothing" (``MemoryStore.window_admit``): see
 #: :func:`resilience.policies._validate.local_shortcut`.
-LocalAdmit = Callable[[Sequence[WindowLimit], str, Sequence[int]], bool]
+LocalAdmit = Callable[[Sequence[WindowLimit], str, Sequence[int]], bool | None]
 
 
 def _static(specs: tuple[CostSpec, ...]) -> tuple[int, ...] | None:
@@ -292,12 +292,17 @@ class _WindowPolicy(PolicyBase):
         else:
             key = call_key(resolve_key(spec, ctx), "key returned by the key callable")
         costs = self._static_costs or self._call_costs(ctx)
-        admit = self._admit
         # The happy path on a local store: room now, admitted without a coroutine (nothing to
         # wait for, nothing to release, no telemetry to record). Anything else (a wait, a
-        # refusal, the store's turn to yield to the loop, telemetry on, a shared store) goes
-        # through the store's window_acquire.
-        if admit is None or ctx.observed or not admit(self._limits, key, costs):
+        # refusal, telemetry on, a shared store) goes through the store's window_acquire.
+        admit = self._admit
+        admitted = False
+        if admit is not None and not ctx.observed:
+            admitted = admit(self._limits, key, costs)
+            if admitted is None:  # the store's turn to let the event loop run
+                await asyncio.sleep(0)
+                admitted = admit(self._limits, key, costs)
+        if not admitted:
             bound = self._timeout
             if ctx.deadline is not None:
                 left = max(ctx.deadline - time.monotonic(), 0.0)

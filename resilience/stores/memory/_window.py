@@ -184,20 +184,24 @@ class MemoryWindow(MemoryCore):
             log.insert(at, token, cost)
         return WindowResult(True, remaining, wait, token)
 
-    def window_admit(self, limits: Sequence[WindowLimit], key: str, costs: Sequence[int]) -> bool:
+    def window_admit(
+        self, limits: Sequence[WindowLimit], key: str, costs: Sequence[int]
+    ) -> bool | None:
         """Admit the request now if every limit has room for it now; otherwise do nothing.
 
         Synchronous: the decision :meth:`window_acquire` takes when it admits for now
         (``wait_us == 0``), without the coroutine, for a caller that uses its slot at once and
-        so never releases it (the entry carries no token). ``False``, with nothing recorded
-        and no decision counted, when the request would wait or be refused, and on the
-        store's pace turn (every :data:`~resilience.stores.memory._core.PACE`-th decision
-        yields to the loop first): the caller then awaits :meth:`window_acquire`, which yields
-        if it is the turn, and decides.
+        so never releases it (the entry carries no token). ``True``: admitted. ``False``,
+        with nothing recorded and no decision counted, when the request would wait or be
+        refused: the caller then awaits :meth:`window_acquire`. ``None`` on the store's pace
+        turn (every :data:`~resilience.stores.memory._core.PACE`-th decision yields to the
+        loop first): the turn is taken, nothing else is done, and the caller yields
+        (``await asyncio.sleep(0)``) before it asks again.
         """
         paced = self._paced + 1
         if paced >= PACE:
-            return False
+            self._paced = 0
+            return None
         now = self._now_us()
         if len(limits) == 1:  # the common case, without the loops
             lim = limits[0]
