@@ -215,8 +215,8 @@ def test_local_shortcut_is_the_stores_own_method_only() -> None:
 
 async def test_a_forwarding_wrapper_sees_every_decision() -> None:
     wrapper = Forwarding(MemoryStore())
-    breaker = CircuitBreaker(store=wrapper, name="fw")  # type: ignore[arg-type]
-    limiter = SlidingWindowLimiter(100, 60, store=wrapper, name="fw", guard=0)  # type: ignore[arg-type]
+    breaker = CircuitBreaker(store=wrapper, name="fw")
+    limiter = SlidingWindowLimiter(100, 60, store=wrapper, name="fw", guard=0)
 
     @Pipeline(breaker, limiter)
     async def work() -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from resilience import CircuitBreaker, MemoryStore, SlidingWindowLimiter, backoff
+from resilience import CircuitBreaker, MemoryStore, Retry, SlidingWindowLimiter, all_of, backoff
 from resilience.policies import _validate as v
 
 SURROGATE = "tenant-\udcff"
@@ -346,3 +346,39 @@ def test_the_same_bad_window_reads_the_same_in_every_policy(
     breaker = _raises(error, "window", lambda: CircuitBreaker(window=bad, store=store))
     limiter = _raises(error, "window", lambda: SlidingWindowLimiter(1, bad, store=store))
     assert breaker == limiter
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"retry_on": ()}, TypeError, "retry_on must be an exception type, a non-empty tuple"),
+        ({"retry_on": [ValueError, "x"]}, TypeError, "retry_on must contain exception types"),
+        ({"retry_on": 3}, TypeError, "retry_on must be an exception type"),
+        ({"retry_on": (KeyboardInterrupt,)}, ValueError, "retry_on must not contain"),
+        ({"backoff": 1.5}, TypeError, "backoff must be a strategy from resilience.backoff"),
+        ({"retry_if_result": 1}, TypeError, "retry_if_result must be a predicate over the"),
+        ({"budget": object()}, TypeError, "budget must be a RetryBudget, got object"),
+    ],
+)
+def test_retry_options_report_like_the_shared_checks(
+    kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    msg = _raises(error, message.split()[0], lambda: Retry(**kwargs))  # type: ignore[arg-type]
+    assert msg.startswith(message), msg
+
+
+def test_retry_on_takes_exception_types_as_failure_on_does() -> None:
+    # The shared matcher: a list or a set of types works as a tuple does.
+    for types in ([KeyError, ValueError], {KeyError, ValueError}):
+        retryable = Retry(retry_on=types)._retryable  # type: ignore[arg-type]
+        assert retryable(KeyError())
+        assert not retryable(TypeError())
+
+
+def test_limiter_options_report_like_the_shared_checks() -> None:
+    store = MemoryStore()
+    lim = SlidingWindowLimiter(1, 1, store=store, name="a")
+    msg = _raises(TypeError, "limiters[1]", lambda: all_of(lim, 3))  # type: ignore[arg-type]
+    assert msg == "limiters[1] must be a SlidingWindowLimiter, got int"
+    msg = _raises(ValueError, "window", lambda: SlidingWindowLimiter(1, 1e-7, store=store))
+    assert msg == "window must be at least 1e-06 seconds, got 1e-07"

@@ -296,7 +296,7 @@ class _WindowPolicy(PolicyBase):
         # wait for, nothing to release, no telemetry to record). Anything else (a wait, a
         # refusal, telemetry on, a shared store) goes through the store's window_acquire.
         admit = self._admit
-        admitted = False
+        admitted: bool | None = False
         if admit is not None and not ctx.observed:
             admitted = admit(self._limits, key, costs)
             if admitted is None:  # the store's turn to let the event loop run

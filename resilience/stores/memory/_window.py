@@ -215,7 +215,14 @@ class MemoryWindow(MemoryCore):
             head = log.head
             horizon = now - lim.window_us
             if head < len(at) and at[head] <= horizon:
-                log.trim(horizon)
+                nxt = head + 1
+                if (nxt < len(at) and at[nxt] <= horizon) or (
+                    nxt >= _COMPACT_MIN and nxt * 2 >= len(at)
+                ):
+                    log.trim(horizon)  # several entries left, or time to compact
+                else:  # the steady state: the oldest entry left since the last decision
+                    log.total -= log.weights[head]
+                    log.head = nxt
             if log.total + cost > lim.limit or log.penalty > now:
                 return False
             if not at or at[-1] <= now:  # no reservation ahead: the newest entry
