@@ -217,6 +217,6 @@ class Pipeline:
         return wrapper_n
 
 
-async def _just_call(call: Callable[[], Awaitable[T]], ctx: CallContext) -> T:
-    """The policy of a pipeline without policies: run the call."""
-    return await call()
+def _just_call(call: Callable[[], Awaitable[T]], ctx: CallContext) -> Awaitable[T]:
+    """The policy of a pipeline without policies: the call itself (no coroutine of its own)."""
+    return call()
