@@ -12,6 +12,9 @@
 
 Times are ``time.monotonic`` everywhere (one clock for every process of a machine, and the
 server's).
+
+(Over 400 lines on purpose: the recording server, the multi-process run and the analysis of
+its records stay in one module, so that the benchmark and the tests measure the same way.)
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The retrier: jittered backoff, retry hints, a deadline for the whole call, a retry budget.
 
+(A little over 400 lines: most of it is the exact semantics below and the option reference of
+:class:`Retry`; the loop itself is one function.)
+
 Semantics of one call under ``Retry(attempts, backoff=..., deadline=..., budget=...)``:
 
 1. Attempt 1 runs. If it returns a result that ``retry_if_result`` does not flag, that result
