@@ -42,6 +42,35 @@ class TransportCore:
     """The shared implementation of ``ResilientTransport`` (httpx and httpx2).
 
     Subclasses set ``_httpx`` to their client module and subclass its ``AsyncBaseTransport``.
+
+    Responses are classified by :func:`resilience.http.classify` (status, headers and error
+    body, with the request's idempotency: see ``docs/httpx.md``). A retryable failure (429, 529,
+    a 5xx of an idempotent request, a refused connection, ...) becomes a
+    :class:`~resilience.httpx.RetryableHTTPFailure` inside the pipeline, carrying the server's
+    wait hint as ``retry_after``: :class:`resilience.Retry` retries it after at least that
+    long, a :class:`resilience.SlidingWindowLimiter` pauses its key for it, a
+    :class:`resilience.CircuitBreaker` counts it. An upstream fault that must not be retried (a
+    500 after a POST without ``Idempotency-Key``) is an :class:`~resilience.httpx.HTTPFailure`
+    (counted, not retried). The caller's faults (400, 401, 404, 413, a billing 429) are
+    returned at once, unseen by the breaker. When the pipeline ends, the client gets a success
+    response, or the **last error response** (body read, so it raises its own typed error), or
+    its own transport exception; a refusal of a policy (:class:`resilience.CircuitOpen`,
+    :class:`resilience.RateLimited`) propagates as is. Success responses are not buffered:
+    streams stream.
+
+    Args:
+        *policies: the policies (a :class:`resilience.Pipeline` works too).
+        transport: the transport to wrap (default ``AsyncHTTPTransport()`` of the client).
+        raise_for_status: which error responses become failures inside the pipeline:
+            ``"retryable"`` (default) the retryable ones and the upstream's faults;
+            ``"all"`` every status >= 400 (a breaker then counts 400s); ``"never"`` none (the
+            policies see transport errors only).
+        max_retry_after: the cap of the wait hint, in seconds (default 6 h).
+        name: the operation name given to the policies (default ``"HTTP <METHOD>"``).
+
+    A client that retries by itself on top (an AI SDK with ``max_retries`` > 0) multiplies the
+    attempts: a warning is logged once per transport when a request carries
+    ``x-stainless-retry-count`` above 0.
     """
 
     _httpx: ClassVar[ModuleType]
