@@ -57,6 +57,7 @@ SURFACE: dict[str, set[str]] = {
         "TransportKind",
         "WaitHint",
         "classify",
+        "client_retries",
         "is_idempotent",
         "is_retryable_status",
         "outcome_of",

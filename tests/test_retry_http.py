@@ -265,3 +265,36 @@ async def test_a_policy_refusal_wrapped_by_an_sdk_keeps_the_librarys_rules() -> 
     with pytest.raises(type(wrapped)):
         await lim.execute(call, CallContext("op"))
     assert (await lim.try_acquire()).allowed  # a refusal is not an upstream pause
+
+
+async def test_retry_warns_once_when_the_sdk_retried_too(caplog: pytest.LogCaptureFixture) -> None:
+    # The SDK's max_retries was left above 0: its requests carry x-stainless-retry-count > 0.
+    openai = pytest.importorskip("openai")
+    req = httpx2.Request(
+        "POST", "http://upstream.test/v1/chat/completions", headers={"x-stainless-retry-count": "2"}
+    )
+    exc = openai.InternalServerError("500", response=httpx2.Response(500, request=req), body=None)
+
+    @Retry(attempts=2, backoff=exponential(initial=0.001, max=0.002))
+    async def call() -> None:
+        raise exc
+
+    with caplog.at_level(logging.WARNING, logger="resilience"):
+        for _ in range(3):
+            with pytest.raises(type(exc)):
+                await call()
+    warned = [r for r in caplog.records if "x-stainless-retry-count" in r.getMessage()]
+    assert len(warned) == 1
+    assert "max_retries=0" in warned[0].getMessage()
+
+
+async def test_no_warning_when_the_sdk_did_not_retry(caplog: pytest.LogCaptureFixture) -> None:
+    exc = openai_error(respond(503, {}, oa_body("server_error")))  # max_retries=0: count 0
+
+    @Retry(attempts=2, backoff=exponential(initial=0.001, max=0.002))
+    async def call() -> None:
+        raise exc
+
+    with caplog.at_level(logging.WARNING, logger="resilience"), pytest.raises(type(exc)):
+        await call()
+    assert not [r for r in caplog.records if "x-stainless-retry-count" in r.getMessage()]

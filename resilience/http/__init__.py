@@ -39,7 +39,13 @@ from resilience.http._headers import (
     parse_retry_after,
 )
 from resilience.http._hints import HintSource, WaitHint, retry_after_hint, wait_hint
-from resilience.http._outcome import Outcome, TransportKind, outcome_of, transport_kind
+from resilience.http._outcome import (
+    Outcome,
+    TransportKind,
+    client_retries,
+    outcome_of,
+    transport_kind,
+)
 from resilience.http._ratelimit import Quota, RateLimitState, parse_ratelimit, rate_limit_state
 
 __all__ = [
@@ -60,6 +66,7 @@ __all__ = [
     "TransportKind",
     "WaitHint",
     "classify",
+    "client_retries",
     "is_idempotent",
     "is_retryable_status",
     "outcome_of",

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Outcome", "TransportKind", "outcome_of", "transport_kind"]
+__all__ = ["Outcome", "TransportKind", "client_retries", "outcome_of", "transport_kind"]
 
 #: How a call failed below HTTP:
 #:
@@ -356,3 +356,27 @@ def outcome_of(obj: object, *, body: object = None) -> Outcome | None:
         body = _httpx_body(obj)
     etype, code = _error_fields(body)
     return Outcome(status, _attr(obj, "headers"), etype, code)
+
+
+#: The header the ``openai`` and ``anthropic`` SDKs send with every attempt (0 on the first).
+CLIENT_RETRY_HEADER = "x-stainless-retry-count"
+
+
+def client_retries(obj: object) -> int:
+    """How many times the client had already retried the request behind ``obj`` by itself: the
+    ``x-stainless-retry-count`` the AI SDKs send (0 on their first attempt), read from a request
+    (``.headers``), or from an exception or response carrying one (``.request``,
+    ``.response.request``). 0 when there is none or it cannot be read; never raises."""
+    for path in (("headers",), ("request", "headers"), ("response", "request", "headers")):
+        o: Any = obj
+        try:
+            for name in path:
+                o = getattr(o, name)
+            raw = o.get(CLIENT_RETRY_HEADER)
+        except Exception:  # a missing attribute, or a request not attached to a response
+            continue
+        if isinstance(raw, bytes):
+            raw = raw.decode("latin-1", "replace")
+        if isinstance(raw, str) and raw.strip().isdigit():
+            return int(raw.strip())
+    return 0

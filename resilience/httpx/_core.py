@@ -13,7 +13,13 @@ import math
 from types import ModuleType
 from typing import Any, ClassVar, Literal
 
-from resilience.http import DEFAULT_MAX_RETRY_AFTER, classify, is_idempotent, outcome_of
+from resilience.http import (
+    DEFAULT_MAX_RETRY_AFTER,
+    classify,
+    client_retries,
+    is_idempotent,
+    outcome_of,
+)
 from resilience.httpx._errors import HTTPFailure, RetryableHTTPFailure
 from resilience.pipeline import CallContext, Pipeline, Policy
 from resilience.policies.retry._retry import add_note
@@ -26,16 +32,6 @@ logger = logging.getLogger("resilience.httpx")
 RaiseFor = Literal["retryable", "all", "never"]
 
 _SDK_RETRY_HEADER = "x-stainless-retry-count"
-
-
-def _retry_count(headers: Any) -> int:
-    try:
-        raw = headers.get(_SDK_RETRY_HEADER)
-    except Exception:  # pragma: no cover - headers are httpx.Headers
-        return 0
-    if isinstance(raw, str) and raw.strip().isdigit():
-        return int(raw.strip())
-    return 0
 
 
 class TransportCore:
@@ -134,7 +130,7 @@ class TransportCore:
     def _check_sdk_retry(self, request: Any) -> None:
         if self._warned:
             return
-        count = _retry_count(request.headers)
+        count = client_retries(request)
         if count > 0:
             self._warned = True
             logger.warning(

@@ -58,6 +58,7 @@ from resilience._context import GiveUpReason
 from resilience._deadline import run_bounded
 from resilience.backoff import exponential
 from resilience.errors import CircuitOpen
+from resilience.http import client_retries
 from resilience.pipeline import CallContext, PolicyBase
 from resilience.policies._validate import (
     check_callable,
@@ -187,6 +188,7 @@ class Retry(PolicyBase):
             raise ValueError(f"backoff.max must be a number of seconds >= 0, got {cap!r}")
         self.backoff = backoff
         self._cap = float(cap)
+        self._client_retry_warned = False
         self.retry_on = retry_on
         self._retryable = compile_retry_on(retry_on)
         if retry_if_result is not None:
@@ -249,6 +251,20 @@ class Retry(PolicyBase):
         finally:
             ctx.deadline = outer
 
+    def _warn_if_the_client_retried(self, exc: BaseException) -> None:
+        count = client_retries(exc)
+        if count > 0:
+            self._client_retry_warned = True
+            logger.warning(
+                "%s: %s failed after the client had already retried it %d time(s) by itself "
+                "(x-stainless-retry-count): attempts multiply; give the SDK max_retries=0 "
+                "(e.g. AsyncOpenAI(..., max_retries=0)) so that only this Retry retries "
+                "(logged once per Retry)",
+                self.name,
+                type(exc).__qualname__,
+                count,
+            )
+
     async def _retry(
         self,
         call: Callable[[], Awaitable[T]],
@@ -257,6 +273,8 @@ class Retry(PolicyBase):
         result: Any,
     ) -> T:
         """Attempts 2..n, after attempt 1 failed with ``exc`` (or a flagged ``result``)."""
+        if exc is not None and not self._client_retry_warned:
+            self._warn_if_the_client_retried(exc)
         max_attempts = self.attempts
         testing = TESTING.active
         if testing and TESTING.attempts < max_attempts:
