@@ -266,6 +266,16 @@ class MemoryWindow(MemoryCore):
             if log is not None:
                 log.remove(token)
 
+    async def window_paused(self, limits: Sequence[WindowLimit], key: str) -> int:
+        """See :meth:`resilience.stores.base.WindowOps.window_paused`."""
+        now = self._now_us()
+        left = 0
+        for lim in limits:
+            log = self._logs.get((lim.name, key))
+            if log is not None and log.penalty - now > left:
+                left = log.penalty - now
+        return left
+
     async def window_penalize(
         self, limits: Sequence[WindowLimit], key: str, duration_us: int
     ) -> None:
