@@ -189,7 +189,7 @@ async def test_when_every_alternative_fails_the_last_failure_propagates_with_a_n
             Calls(CircuitOpen("primary", 5))
         )
     assert info.value is last
-    note = "\n".join(info.value.__notes__)
+    note = "\n".join(getattr(info.value, "__notes__", []))
     assert "fb: every alternative failed" in note
     for failure in ("CircuitOpen", "TimeoutError", "status 502"):
         assert failure in note
