@@ -291,6 +291,23 @@ class FallbackStore:
         elif token != "A":
             await self.primary.window_release(limits, key, costs, token)
 
+    async def window_learn(
+        self, limits: Sequence[WindowLimit], key: str, limit: int, duration_us: int
+    ) -> None:
+        """See :meth:`resilience.stores.base.WindowOps.window_learn`. Kept locally too, scaled
+        to this process's share, so it holds if the store fails later."""
+        shares = self.share(limits, key)
+        pairs = zip(shares, limits, strict=True)
+        local = max(1, min(limit * s.limit // lim.limit for s, lim in pairs))
+        await self.local.window_learn(shares, key, local, duration_us)
+        try:
+            await self.primary.window_learn(limits, key, limit, duration_us)
+        except StoreUnavailable as exc:
+            await _yield(0)
+            if self.mode == "deny":
+                raise
+            self._fell_back("window_learn", exc)
+
     async def window_paused(self, limits: Sequence[WindowLimit], key: str) -> int:
         """See :meth:`resilience.stores.base.WindowOps.window_paused`: the shared store's
         answer; while it is unreachable, the penalties this process kept locally (a read

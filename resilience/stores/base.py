@@ -172,6 +172,20 @@ class WindowOps(Protocol):
         """
         ...
 
+    async def window_learn(
+        self, limits: Sequence[WindowLimit], key: str, limit: int, duration_us: int
+    ) -> None:
+        """Cap each of these limits at ``limit`` for ``key``, for ``duration_us`` from now, for
+        every process deciding through this store (the upstream reported a lower quota).
+
+        While the cap is in force, :meth:`window_acquire` decides with ``min(limit_i, cap)``,
+        but never below the request's own cost (a cap below a cost makes that request wait a
+        whole window instead of forever). A later call replaces the cap (a higher one lifts
+        it; ``duration_us=0`` clears it). Entries already admitted stay; the cap only makes
+        later admissions wait for the log to drain below it. ``1 <= limit <= 2**40``.
+        """
+        ...
+
     async def window_paused(self, limits: Sequence[WindowLimit], key: str) -> int:
         """Microseconds left of the longest penalty on ``key`` under these limits, ``0`` when
         none is in force. A read: it writes nothing.

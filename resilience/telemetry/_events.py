@@ -111,6 +111,35 @@ def retry_exhausted(
 # -- rate limiters ----------------------------------------------------------------------------
 
 
+def limiter_upstream_limit(
+    ctx: CallContext | None, *, limiter: str, quota: str, limit: int, configured: int
+) -> None:
+    """A limiter adopted the upstream's lower ``limit`` for its ``quota`` (or, with ``limit ==
+    configured``, went back to its configured limit).
+
+    Records the ``resilience.rate_limiter.limit`` gauge and adds a
+    ``resilience.rate_limiter.upstream_limit`` event to the attempt span if the limiter runs
+    inside an attempt, else to the call span.
+    """
+    st = _state()
+    if not st.enabled:
+        return
+    attrs: dict[str, str | int] = {
+        names.ATTR_RATE_LIMITER_NAME: limiter,
+        names.ATTR_RATE_LIMITER_QUOTA: quota,
+        names.ATTR_RATE_LIMITER_LIMIT: limit,
+        names.ATTR_RATE_LIMITER_CONFIGURED_LIMIT: configured,
+    }
+    inst = st.instruments
+    if inst is not None:
+        inst.limiter_limit.set(limit, {names.ATTR_RATE_LIMITER_NAME: limiter})
+    rec = record(ctx)
+    if rec is not None:
+        target = rec.attempt_span or rec.span
+        if target is not None:
+            target.add_event(names.EVENT_RATE_LIMITER_UPSTREAM_LIMIT, attrs)
+
+
 def limiter_decision(
     ctx: CallContext | None,
     *,

@@ -36,6 +36,7 @@ class Instruments:
         "call_duration",
         "fallbacks",
         "hedges",
+        "limiter_limit",
         "limiter_requests",
         "meter",
         "retries",
@@ -77,6 +78,11 @@ class Instruments:
             unit="s",
             description="Time spent acquiring a rate limiter permit (round trip and wait).",
             explicit_bucket_boundaries_advisory=CALL_BUCKETS,
+        )
+        self.limiter_limit: Any = meter.create_gauge(
+            names.METRIC_RATE_LIMITER_LIMIT,
+            unit="{request}",
+            description="The limit a rate limiter applies after what the upstream reported.",
         )
         self.breaker_state: Any = meter.create_gauge(
             names.METRIC_CIRCUIT_BREAKER_STATE,

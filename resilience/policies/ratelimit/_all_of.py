@@ -14,6 +14,7 @@ from resilience.policies._validate import (
     non_negative_seconds,
 )
 from resilience.policies.ratelimit._decision import _static
+from resilience.policies.ratelimit._follow import Follower, quota_names
 from resilience.policies.ratelimit._guard import AutoGuard
 from resilience.policies.ratelimit._limiter import SlidingWindowLimiter, _WindowPolicy
 from resilience.stores.base import WindowLimit
@@ -56,6 +57,13 @@ class AllOf(_WindowPolicy):
             None if lim._guards[0] is None else AutoGuard(lim.guard, lim.window) for lim in limiters
         )
         self._adaptive = any(g is not None for g in self._guards)
+        quotas = tuple(
+            quota_names(lim.name, lim.upstream_quota, lim.cost == 1) if lim.follow_upstream else ()
+            for lim in limiters
+        )
+        self._follow = (
+            Follower(self.name, store, self._limits, self._windows, quotas) if any(quotas) else None
+        )
         self._cost_specs = tuple(lim.cost for lim in limiters)
         self._static_costs = _static(self._cost_specs)
         self._key = check_key(key)

@@ -16,6 +16,9 @@ __all__ = ["CostSpec", "Decision", "LocalAdmit"]
 
 T = TypeVar("T")
 
+#: "Wait as long as it takes" for a store: 10**15 us is ~31 years, exact in a Lua double.
+FOREVER_US = 10**15
+
 CostSpec = int | Callable[..., int]
 
 

@@ -44,17 +44,16 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import TypeVar
 
 from resilience import telemetry
-from resilience.errors import RateLimited, ResilienceError, library_error
-from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
-from resilience.policies._hints import requested_wait
+from resilience.errors import RateLimited, ResilienceError
+from resilience.pipeline import CallContext, KeySpec, PolicyBase
 from resilience.policies._validate import (
     MAX_LIMIT,
-    MAX_SECONDS,
     call_key,
+    check_instance,
     check_key,
     check_name,
     check_store,
@@ -64,6 +63,7 @@ from resilience.policies._validate import (
     positive_int,
 )
 from resilience.policies.ratelimit._decision import (
+    FOREVER_US,
     CostSpec,
     Decision,
     LocalAdmit,
@@ -73,6 +73,8 @@ from resilience.policies.ratelimit._decision import (
     _retrieve,
     _static,
 )
+from resilience.policies.ratelimit._execute import execute
+from resilience.policies.ratelimit._follow import Follower, quota_names
 from resilience.policies.ratelimit._guard import DEFAULT_GUARD, AutoGuard, adapt, widened
 from resilience.stores import FallbackMode, with_fallback
 from resilience.stores.base import Store, WindowLimit
@@ -82,8 +84,7 @@ __all__ = ["DEFAULT_GUARD", "MAX_LIMIT", "Decision", "SlidingWindowLimiter"]
 T = TypeVar("T")
 logger = logging.getLogger("resilience")
 
-# "Wait as long as it takes" for a store: 10**15 us is ~31 years, exact in a Lua double.
-_FOREVER_US = 10**15
+_FOREVER_US = FOREVER_US
 # The shortest window: stores count in whole microseconds (window_us >= 1 even with guard=0).
 _MIN_WINDOW = 1e-6
 
@@ -103,6 +104,7 @@ class _WindowPolicy(PolicyBase):
     _windows: tuple[float, ...]
     _guards: tuple[AutoGuard | None, ...]
     _adaptive: bool
+    _follow: Follower | None
 
     def _answered(self, seconds: float) -> None:
         """An admitted call answered ``seconds`` after its admission: adapt the guards."""
@@ -265,62 +267,7 @@ class _WindowPolicy(PolicyBase):
         k = call_key(key)
         await _finish(self.store.window_penalize(self._limits, k, math.ceil(s * 1e6)))
 
-    async def execute(self, call: Callable[[], Awaitable[T]], ctx: CallContext) -> T:
-        """Pipeline policy: wait for a permit (bounded by the call's deadline), then call.
-
-        If the call fails with an exception that asks for a wait (a ``retry_after`` attribute,
-        or an upstream 429 whose headers carry ``retry-after-ms``, ``Retry-After`` or a
-        rate-limit reset, from any HTTP client or AI SDK: see
-        :func:`resilience.policies._hints.requested_wait`), the key is paused for that long,
-        fleet-wide.
-        """
-        spec = self._key
-        if spec is None:
-            key = ""
-        elif type(spec) is str:
-            key = spec  # checked at construction
-        else:
-            key = call_key(resolve_key(spec, ctx), "key returned by the key callable")
-        costs = self._static_costs or self._call_costs(ctx)
-        # The happy path on a local store: room now, admitted without a coroutine (nothing to
-        # wait for, nothing to release, no telemetry to record). Anything else (a wait, a
-        # refusal, telemetry on, a shared store) goes through the store's window_acquire.
-        admit = self._admit
-        admitted: bool | None = False
-        if admit is not None and not ctx.observed:
-            admitted = admit(self._limits, key, costs)
-            if admitted is None:  # the store's turn to let the event loop run
-                await asyncio.sleep(0)
-                admitted = admit(self._limits, key, costs)
-        if not admitted:
-            bound = self._timeout
-            if ctx.deadline is not None:
-                left = max(ctx.deadline - time.monotonic(), 0.0)
-                bound = left if bound is None else min(bound, left)
-            max_wait = _FOREVER_US if bound is None else int(bound * 1e6)
-            await self._acquire(key, costs, max_wait, ctx)
-        if not self._adaptive:
-            return await self._call(call, key)
-        t_admit = time.monotonic()
-        try:
-            result = await self._call(call, key)
-        except Exception:
-            self._answered(time.monotonic() - t_admit)
-            raise
-        self._answered(time.monotonic() - t_admit)
-        return result
-
-    async def _call(self, call: Callable[[], Awaitable[T]], key: str) -> T:
-        try:
-            return await call()
-        except Exception as exc:
-            hint = None if library_error(exc) is not None else requested_wait(exc)
-            if hint is not None and hint.seconds > 0:
-                try:
-                    await self.penalize(min(hint.seconds, MAX_SECONDS), key)
-                except ResilienceError:
-                    logger.warning("rate limiter %r: could not record a penalty", self.name)
-            raise
+    execute = execute
 
 
 class SlidingWindowLimiter(_WindowPolicy):
@@ -354,6 +301,14 @@ class SlidingWindowLimiter(_WindowPolicy):
             (admit) or
             ``"deny"`` (raise :class:`resilience.StoreUnavailable`); see
             :class:`resilience.FallbackStore`.
+        follow_upstream: follow the rate-limit headers of the upstream's answers (where the
+            limiter sees them: the httpx transport, the aiohttp middleware, an SDK's error):
+            a quota at 0 pauses the key until its reset, a provider limit below ``limit``
+            is adopted fleet-wide (see :mod:`resilience.policies.ratelimit._follow`).
+            Default ``True``.
+        upstream_quota: the provider quota this limiter follows (``"requests"``,
+            ``"tokens"``, ``"input-tokens"``, ...). Default: the one named like the limiter,
+            else ``"requests"`` for cost 1, ``"tokens"`` otherwise.
     """
 
     def __init__(
@@ -368,6 +323,8 @@ class SlidingWindowLimiter(_WindowPolicy):
         cost: CostSpec = 1,
         timeout: float | None = None,
         fallback: FallbackMode = "local",
+        follow_upstream: bool = True,
+        upstream_quota: str | None = None,
     ) -> None:
         self.limit = positive_int("limit", limit)
         if self.limit > MAX_LIMIT:
@@ -392,6 +349,17 @@ class SlidingWindowLimiter(_WindowPolicy):
         self._timeout = None if timeout is None else non_negative_seconds("timeout", timeout)
         window_us = round((self.window + self.guard) * 1e6)
         self._limits = (WindowLimit(self.name, self.limit, window_us),)
+        self.follow_upstream = check_instance("follow_upstream", follow_upstream, bool)
+        self.upstream_quota = (
+            None if upstream_quota is None else check_name(upstream_quota, "upstream_quota")
+        )
+        self._follow = self._follower()
+
+    def _follower(self) -> Follower | None:
+        if not self.follow_upstream:
+            return None
+        names = quota_names(self.name, self.upstream_quota, self.cost == 1)
+        return Follower(self.name, self.store, self._limits, self._windows, (names,))
 
     def __repr__(self) -> str:
         return (

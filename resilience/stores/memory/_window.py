@@ -42,7 +42,17 @@ class _Log:
     """One limit's log for one key: live entries are ``at[head:]`` (sorted), their total
     weight, the penalty end and the limit's window (for the idle sweep)."""
 
-    __slots__ = ("at", "head", "penalty", "tokens", "total", "weights", "window")
+    __slots__ = (
+        "at",
+        "cap",
+        "cap_until",
+        "head",
+        "penalty",
+        "tokens",
+        "total",
+        "weights",
+        "window",
+    )
 
     def __init__(self, window: int) -> None:
         self.window = window
@@ -52,6 +62,14 @@ class _Log:
         self.head = 0
         self.total = 0
         self.penalty = 0
+        self.cap = 0  # a learned limit (window_learn), in force until cap_until
+        self.cap_until = 0
+
+    def limit(self, limit: int, cost: int, now: int) -> int:
+        """``limit``, or the learned cap while it is in force (never below ``cost``)."""
+        if self.cap_until > now and self.cap < limit:
+            return self.cap if self.cap > cost else cost
+        return limit
 
     def trim(self, horizon: int) -> None:
         """Drop the entries at or before ``horizon`` (= now - window): they left the window."""
@@ -145,10 +163,11 @@ class MemoryWindow(MemoryCore):
             cost = costs[0]
             log = self._log(lim, key)
             log.trim(now - lim.window_us)
-            at = log.earliest(now, lim.window_us, lim.limit, cost)
+            limit = log.limit(lim.limit, cost, now) if log.cap_until else lim.limit
+            at = log.earliest(now, lim.window_us, limit, cost)
             if log.penalty > at:
                 at = log.penalty
-            remaining = lim.limit - log.total
+            remaining = limit - log.total
             if remaining >= cost:
                 remaining -= cost
             wait = at - now
@@ -167,10 +186,11 @@ class MemoryWindow(MemoryCore):
             log = self._log(lim, key)
             logs.append(log)
             log.trim(now - lim.window_us)
-            at = max(at, log.earliest(now, lim.window_us, lim.limit, cost), log.penalty)
+            limit = log.limit(lim.limit, cost, now)
+            at = max(at, log.earliest(now, lim.window_us, limit, cost), log.penalty)
             if log.total + cost > MAX_WEIGHT:
                 over = True
-            free = lim.limit - log.total
+            free = limit - log.total
             if free >= cost:
                 free -= cost
             if rem is None or free < rem:
@@ -223,7 +243,11 @@ class MemoryWindow(MemoryCore):
                 else:  # the steady state: the oldest entry left since the last decision
                     log.total -= log.weights[head]
                     log.head = nxt
-            if log.total + cost > lim.limit or log.penalty > now:
+            if (
+                log.total + cost > lim.limit
+                or log.penalty > now
+                or (log.cap_until and log.total + cost > log.limit(lim.limit, cost, now))
+            ):
                 return False
             if not at or at[-1] <= now:  # no reservation ahead: the newest entry
                 at.append(now)
@@ -238,7 +262,7 @@ class MemoryWindow(MemoryCore):
         for lim, cost in zip(limits, costs, strict=True):
             log = self._log(lim, key)
             log.trim(now - lim.window_us)
-            if log.total + cost > lim.limit or log.penalty > now:
+            if log.total + cost > log.limit(lim.limit, cost, now) or log.penalty > now:
                 return False
             logs.append(log)
         for log, cost in zip(logs, costs, strict=True):
@@ -265,6 +289,16 @@ class MemoryWindow(MemoryCore):
             log = self._logs.get((lim.name, key))
             if log is not None:
                 log.remove(token)
+
+    async def window_learn(
+        self, limits: Sequence[WindowLimit], key: str, limit: int, duration_us: int
+    ) -> None:
+        """See :meth:`resilience.stores.base.WindowOps.window_learn`."""
+        until = self._now_us() + duration_us
+        for lim in limits:
+            log = self._log(lim, key)
+            log.cap = limit
+            log.cap_until = until if duration_us > 0 else 0
 
     async def window_paused(self, limits: Sequence[WindowLimit], key: str) -> int:
         """See :meth:`resilience.stores.base.WindowOps.window_paused`."""

@@ -100,6 +100,12 @@ class RedisWindow(RedisCore):
         """See :meth:`resilience.stores.base.WindowOps.window_release`."""
         await self._eval("window_release", self._window_keys(limits, key), [token, *costs])
 
+    async def window_learn(
+        self, limits: Sequence[WindowLimit], key: str, limit: int, duration_us: int
+    ) -> None:
+        """See :meth:`resilience.stores.base.WindowOps.window_learn`."""
+        await self._eval("window_learn", self._window_keys(limits, key), [limit, duration_us])
+
     async def window_paused(self, limits: Sequence[WindowLimit], key: str) -> int:
         """See :meth:`resilience.stores.base.WindowOps.window_paused`."""
         return int(await self._eval("window_paused", self._window_keys(limits, key), []))

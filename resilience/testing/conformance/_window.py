@@ -128,6 +128,43 @@ class WindowConformance:
         await asyncio.sleep(0.7)
         assert (await lim.try_acquire()).allowed
 
+    async def test_a_learned_limit_caps_the_key_until_it_expires(self, store: Store) -> None:
+        lim = (WindowLimit("learn", 10, 5_000_000),)
+        await store.window_learn(lim, "k", 3, 400_000)
+        got = [(await store.window_acquire(lim, "k", (1,), -1)).allowed for _ in range(5)]
+        assert got == [True, True, True, False, False]
+        assert (await store.window_acquire(lim, "other", (1,), -1)).allowed  # only this key
+        refused = await store.window_acquire(lim, "k", (1,), -1)
+        assert refused.remaining == 0
+        assert 4_000_000 < refused.wait_us <= 5_000_000  # the oldest entry must leave
+        await asyncio.sleep(0.5)  # expired: the configured limit again
+        assert all([(await store.window_acquire(lim, "k", (1,), -1)).allowed for _ in range(7)])
+        assert not (await store.window_acquire(lim, "k", (1,), -1)).allowed
+
+    async def test_a_learned_limit_is_replaced_lifted_and_cleared(self, store: Store) -> None:
+        lim = (WindowLimit("relearn", 10, 5_000_000),)
+        await store.window_learn(lim, "k", 2, 60_000_000)
+        assert [(await store.window_acquire(lim, "k", (1,), -1)).allowed for _ in range(3)] == [
+            True,
+            True,
+            False,
+        ]
+        await store.window_learn(lim, "k", 4, 60_000_000)  # the provider reports more
+        assert (await store.window_acquire(lim, "k", (2,), -1)).allowed
+        assert not (await store.window_acquire(lim, "k", (1,), -1)).allowed
+        await store.window_learn(lim, "k", 4, 0)  # cleared: the configured 10
+        assert (await store.window_acquire(lim, "k", (6,), -1)).allowed
+
+    async def test_a_learned_limit_never_refuses_a_cost_for_ever(self, store: Store) -> None:
+        # A cap below a request's cost: the request fits an empty log (as if the cap were its
+        # cost); a full log makes it wait, never refuses it outright.
+        lim = (WindowLimit("learn-cost", 10, 5_000_000),)
+        await store.window_learn(lim, "k", 1, 60_000_000)
+        assert (await store.window_acquire(lim, "k", (4,), -1)).allowed
+        r = await store.window_acquire(lim, "k", (4,), 10_000_000)
+        assert r.allowed
+        assert 4_000_000 < r.wait_us <= 5_000_000
+
     async def test_cancelled_waiter_releases_its_reserved_slot(self, store: Store) -> None:
         # RL-13: limit 1 per 5 s, full. A waiter reserves t0+5 and is cancelled. If it leaked its
         # reservation, the next request's earliest slot would be t0+10; released, it is t0+5.

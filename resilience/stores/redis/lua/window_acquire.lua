@@ -4,7 +4,8 @@
 --                         KEYS[2i]   = meta (hash: x = extra weight of the log's entries,
 --                                            the sum of (cost - 1) over them,
 --                                            p = penalty end in us,
---                                            e = when both keys expire, in us)
+--                                            e = when both keys expire, in us,
+--                                            l = a learned limit, in force until u (us))
 -- ARGV: max_wait_us (< 0: no reservation), nonce,
 --       then for each limit i: limit_i, window_us_i, cost_i
 -- Returns, admitted now: the integer `remaining` (the hot path: the cheapest reply to build and
@@ -55,7 +56,11 @@ for i = 1, nlimits do
   local limit = tonumber(ARGV[3 * i])
   local window = tonumber(ARGV[3 * i + 1])
   local cost = tonumber(ARGV[3 * i + 2])
-  local meta = redis.call('HMGET', m, 'x', 'p', 'e')
+  local meta = redis.call('HMGET', m, 'x', 'p', 'e', 'l', 'u')
+  if meta[4] and (tonumber(meta[5]) or 0) > now then -- a learned limit (window_learn.lua)
+    local l = tonumber(meta[4])
+    if l < limit then limit = math.max(l, cost) end
+  end
   local x = tonumber(meta[1]) or 0
   ends[i] = tonumber(meta[3]) or 0
   local horizon = now - window -- live entries: score > horizon (scores are integer us)
