@@ -57,6 +57,7 @@ from resilience.policies._validate import (
     non_negative_seconds,
     positive_int,
 )
+from resilience.policies.ratelimit._reserve import Reserving, SettleFn, check_settle
 from resilience.stores import FallbackMode, with_fallback
 from resilience.stores.base import Store, WindowLimit
 
@@ -136,7 +137,7 @@ async def _finish(aw: Awaitable[T]) -> T:
         raise
 
 
-class _WindowPolicy(PolicyBase):
+class _WindowPolicy(Reserving, PolicyBase):
     """What a single limiter and a combination of limiters share: the whole public behaviour."""
 
     name: str
@@ -283,6 +284,8 @@ class _WindowPolicy(PolicyBase):
         :func:`resilience.policies._hints.requested_wait`), the key is paused for that long,
         fleet-wide.
         """
+        if self._settle is not None:  # reserve, call, settle: see _reserve.py
+            return await self._execute_settled(call, ctx)
         spec = self._key
         if spec is None:
             key = ""
@@ -350,6 +353,8 @@ class SlidingWindowLimiter(_WindowPolicy):
             (admit) or
             ``"deny"`` (raise :class:`resilience.StoreUnavailable`); see
             :class:`resilience.FallbackStore`.
+        settle: as a policy: the actual cost from the call's result (``lambda r:
+            r.usage.total_tokens``); ``cost`` is then an estimate, settled (see ``reserve``).
     """
 
     def __init__(
@@ -364,6 +369,7 @@ class SlidingWindowLimiter(_WindowPolicy):
         cost: CostSpec = 1,
         timeout: float | None = None,
         fallback: FallbackMode = "local",
+        settle: SettleFn | None = None,
     ) -> None:
         self.limit = positive_int("limit", limit)
         if self.limit > MAX_LIMIT:
@@ -383,6 +389,7 @@ class SlidingWindowLimiter(_WindowPolicy):
         self._cost_specs = (self.cost,)
         self._static_costs = _static(self._cost_specs)
         self._timeout = None if timeout is None else non_negative_seconds("timeout", timeout)
+        self._settle = check_settle(settle)
         window_us = round((self.window + self.guard) * 1e6)
         self._limits = (WindowLimit(self.name, self.limit, window_us),)
 
