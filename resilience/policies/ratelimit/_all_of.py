@@ -14,7 +14,8 @@ from resilience.policies._validate import (
     non_negative_seconds,
 )
 from resilience.policies.ratelimit._limiter import SlidingWindowLimiter, _static, _WindowPolicy
-from resilience.policies.ratelimit._reserve import SettleFn, check_settle
+from resilience.policies.ratelimit._reserve import SettleFn
+from resilience.policies.ratelimit._reserving import check_settle
 
 __all__ = ["AllOf", "all_of"]
 
