@@ -57,8 +57,7 @@ from resilience.policies._validate import (
     non_negative_seconds,
     positive_int,
 )
-from resilience.policies.ratelimit._reserve import SettleFn
-from resilience.policies.ratelimit._reserving import Reserving, check_settle
+from resilience.policies.ratelimit._reserving import Reserving, SettleFn, check_settle
 from resilience.stores import FallbackMode, with_fallback
 from resilience.stores.base import Store, WindowLimit
 

@@ -16,7 +16,7 @@ from resilience.policies._validate import MAX_SECONDS, call_key, non_negative_se
 from resilience.policies.ratelimit._reserve import Reserve, SettleFn
 from resilience.stores.base import Store, WindowLimit
 
-__all__ = ["Reserving", "check_settle"]
+__all__ = ["Reserving", "SettleFn", "check_settle"]
 
 T = TypeVar("T")
 logger = logging.getLogger("resilience")
