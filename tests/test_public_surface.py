@@ -17,7 +17,9 @@ SURFACE: dict[str, set[str]] = {
         "CircuitBreaker",
         "CircuitOpen",
         "Decision",
+        "Fallback",
         "FallbackStore",
+        "Hedge",
         "MemoryStore",
         "Pipeline",
         "Policy",
@@ -125,6 +127,8 @@ SURFACE: dict[str, set[str]] = {
         "resolve_key",
     },
     "resilience.policies.retry": {"Retry", "RetryBudget", "default_retryable"},
+    "resilience.policies.fallback": {"Fallback", "default_trigger"},
+    "resilience.policies.hedge": {"Hedge"},
     "resilience.policies.ratelimit": {
         "AllOf",
         "DEFAULT_GUARD",

@@ -16,6 +16,8 @@ returned).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -29,6 +31,8 @@ __all__ = [
     "ExceptionPredicate",
     "at_least",
     "call_key",
+    "check_async_callable",
+    "check_async_callables",
     "check_callable",
     "check_callables",
     "check_exception_matcher",
@@ -208,6 +212,31 @@ def check_callables(param: str, value: object) -> list[Any]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise TypeError(f"{param} must be an iterable of callables, got {type(value).__name__}")
     return [check_callable(f"{param}[{i}]", fn) for i, fn in enumerate(value)]
+
+
+def check_async_callable(param: str, value: object) -> Any:
+    """``value`` if it is an async callable (an ``async def`` function, a ``functools.partial``
+    of one, an object with an ``async def __call__``, a function decorated by a
+    :class:`resilience.Pipeline`), else ``TypeError`` naming ``param``."""
+    target = value.func if isinstance(value, functools.partial) else value
+    if not (
+        inspect.iscoroutinefunction(target)
+        or inspect.iscoroutinefunction(getattr(target, "__call__", None))  # noqa: B004
+    ):
+        raise TypeError(
+            f"{param} must be an async callable (async def), got {type(value).__name__}"
+        )
+    return value
+
+
+def check_async_callables(param: str, value: object) -> list[Any]:
+    """One async callable, or a non-empty list or tuple of them, as a list; a bad item is
+    named ``<param>[<index>]``."""
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError(f"{param} must not be empty")
+        return [check_async_callable(f"{param}[{i}]", fn) for i, fn in enumerate(value)]
+    return [check_async_callable(param, value)]
 
 
 def check_one_of(param: str, value: object, choices: Sequence[object]) -> Any:

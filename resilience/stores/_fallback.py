@@ -318,6 +318,16 @@ class FallbackStore:
             return -1
         return await self.primary.window_advance(limits, key, token, costs)
 
+    async def window_paused(self, limits: Sequence[WindowLimit], key: str) -> int:
+        """See :meth:`resilience.stores.base.WindowOps.window_paused`: the shared store's
+        answer; while it is unreachable, the penalties this process kept locally (a read
+        never raises :class:`resilience.StoreUnavailable`, in any mode)."""
+        try:
+            return await self.primary.window_paused(limits, key)
+        except StoreUnavailable:
+            await _yield(0)
+            return await self.local.window_paused(self.share(limits, key), key)
+
     async def window_penalize(
         self, limits: Sequence[WindowLimit], key: str, duration_us: int
     ) -> None:

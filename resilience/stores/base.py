@@ -211,6 +211,16 @@ class WindowOps(Protocol):
         """
         ...
 
+    async def window_paused(self, limits: Sequence[WindowLimit], key: str) -> int:
+        """Microseconds left of the longest penalty on ``key`` under these limits, ``0`` when
+        none is in force. A read: it writes nothing.
+
+        The limiter asks it when a caller wakes up for a slot it reserved earlier: a penalty
+        that landed meanwhile (another process drew a 429 with a wait hint) covers the slot,
+        and the caller must not fire into it.
+        """
+        ...
+
 
 # --------------------------------------------------------------------------------------------
 # Circuit breaker  (section owned by the breaker; see resilience/policies/breaker)

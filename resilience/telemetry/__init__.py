@@ -32,7 +32,8 @@ when :func:`configure` is called or when the application installs a global provi
 - ``_spans``: the call and attempt spans (:func:`instrument_call`, :func:`instrument_attempt`);
 - ``_events``: the events policies and stores report (``retry_*``, ``limiter_*``,
   ``breaker_*``, ``store_*``);
-- ``_outcomes``: ``error.type`` and the call's ``resilience.outcome``.
+- ``_outcomes``: ``error.type`` and the call's ``resilience.outcome``;
+- ``_alternatives``: what ``Fallback`` and ``Hedge`` report (``fallback_*``, the hedge spans).
 
 Public submodules: :mod:`~resilience.telemetry.names` (every emitted name),
 :mod:`~resilience.telemetry.aiohttp` (the aiohttp client request hook) and
@@ -47,6 +48,12 @@ from __future__ import annotations
 
 from resilience._context import GiveUpReason
 from resilience.telemetry import names as names  # the public submodule, as an attribute
+from resilience.telemetry._alternatives import (
+    fallback_served,
+    fallback_triggered,
+    hedge_settled,
+    instrument_hedge,
+)
 from resilience.telemetry._events import (
     BreakerOutcome,
     DelaySource,
@@ -80,8 +87,12 @@ __all__ = [
     "current_attempt",
     "enabled",
     "error_type",
+    "fallback_served",
+    "fallback_triggered",
+    "hedge_settled",
     "instrument_attempt",
     "instrument_call",
+    "instrument_hedge",
     "limiter_decision",
     "retry_exhausted",
     "retry_scheduled",

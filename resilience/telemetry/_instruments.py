@@ -34,6 +34,8 @@ class Instruments:
         "breaker_state",
         "breaker_transitions",
         "call_duration",
+        "fallbacks",
+        "hedges",
         "limiter_requests",
         "meter",
         "retries",
@@ -100,4 +102,14 @@ class Instruments:
             names.METRIC_STORE_FALLBACK_DECISIONS,
             unit="{decision}",
             description="Decisions taken by a policy's fallback while its store was unavailable.",
+        )
+        self.fallbacks: Counter = meter.create_counter(
+            names.METRIC_FALLBACKS,
+            unit="{fallback}",
+            description="Calls a Fallback moved on to its next alternative, by reason.",
+        )
+        self.hedges: Counter = meter.create_counter(
+            names.METRIC_HEDGES,
+            unit="{attempt}",
+            description="Hedged attempts a Hedge started (the extra requests), by outcome.",
         )

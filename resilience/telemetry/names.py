@@ -23,12 +23,17 @@ SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.44.0"
 #: The call span is named after the operation itself (``resilience.operation.name``); an
 #: attempt span is named ``ATTEMPT_SPAN_PREFIX + operation``.
 ATTEMPT_SPAN_PREFIX: Final = "attempt "
+#: A hedged attempt (the second, third, ... attempt a ``Hedge`` started) is a span named
+#: ``HEDGE_SPAN_PREFIX + operation``, a child of the span current where the ``Hedge`` runs.
+HEDGE_SPAN_PREFIX: Final = "hedge "
 
 # --- events (span events; Jaeger shows them as "Logs") ---------------------------------------
 EVENT_RETRY_SCHEDULED: Final = "resilience.retry.scheduled"
 EVENT_RATE_LIMITER_THROTTLED: Final = "resilience.rate_limiter.throttled"
 EVENT_CIRCUIT_BREAKER_STATE_CHANGE: Final = "resilience.circuit_breaker.state_change"
 EVENT_STORE_STATE_CHANGE: Final = "resilience.store.state_change"
+EVENT_FALLBACK_TRIGGERED: Final = "resilience.fallback.triggered"
+EVENT_FALLBACK_SERVED: Final = "resilience.fallback.served"
 
 # --- attributes ------------------------------------------------------------------------------
 ATTR_OPERATION_NAME: Final = "resilience.operation.name"
@@ -51,6 +56,15 @@ ATTR_STORE_NAME: Final = "resilience.store.name"
 ATTR_STORE_DEGRADED: Final = "resilience.store.degraded"
 ATTR_STORE_OPERATION: Final = "resilience.store.operation"
 ATTR_STORE_FALLBACK: Final = "resilience.store.fallback"
+ATTR_FALLBACK_NAME: Final = "resilience.fallback.name"
+ATTR_FALLBACK_REASON: Final = "resilience.fallback.reason"
+ATTR_FALLBACK_ALTERNATIVE: Final = "resilience.fallback.alternative"
+ATTR_FALLBACK_INDEX: Final = "resilience.fallback.index"
+ATTR_HEDGE: Final = "resilience.hedge"
+ATTR_HEDGE_NAME: Final = "resilience.hedge.name"
+ATTR_HEDGE_NUMBER: Final = "resilience.hedge.number"
+ATTR_HEDGE_WINNER: Final = "resilience.hedge.winner"
+ATTR_HEDGES: Final = "resilience.hedge.started"
 #: Stable semconv attributes we reuse.
 ATTR_ERROR_TYPE: Final = "error.type"
 ATTR_CODE_FUNCTION_NAME: Final = "code.function.name"
@@ -68,6 +82,8 @@ METRIC_CIRCUIT_BREAKER_TRANSITIONS: Final = "resilience.circuit_breaker.transiti
 METRIC_CIRCUIT_BREAKER_CALLS: Final = "resilience.circuit_breaker.calls"
 METRIC_STORE_DEGRADED: Final = "resilience.store.degraded"
 METRIC_STORE_FALLBACK_DECISIONS: Final = "resilience.store.fallback.decisions"
+METRIC_FALLBACKS: Final = "resilience.fallbacks"
+METRIC_HEDGES: Final = "resilience.hedges"
 
 # --- attribute values ------------------------------------------------------------------------
 #: ``resilience.outcome`` of a call.
@@ -89,6 +105,13 @@ DELAY_SOURCE_RATE_LIMIT_HEADER: Final = "rate_limit_header"
 #: ``resilience.rate_limiter.result``.
 LIMITER_RESULT_ACQUIRED: Final = "acquired"
 LIMITER_RESULT_REJECTED: Final = "rejected"
+
+#: ``resilience.fallback.reason``: why a ``Fallback`` moved on to its next alternative.
+FALLBACK_REASON_CIRCUIT_OPEN: Final = "circuit_open"
+FALLBACK_REASON_RATE_LIMITED: Final = "rate_limited"
+FALLBACK_REASON_UPSTREAM_FAULT: Final = "upstream_fault"
+FALLBACK_REASON_ERROR: Final = "error"  # an exception matched only by an explicit ``on=``
+FALLBACK_REASON_RESULT: Final = "result"  # a returned value flagged by ``on_result``
 
 #: ``resilience.circuit_breaker.state`` / ``.previous_state``.
 BREAKER_STATE_CLOSED: Final = "closed"

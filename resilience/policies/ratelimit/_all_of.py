@@ -13,9 +13,12 @@ from resilience.policies._validate import (
     local_shortcut,
     non_negative_seconds,
 )
-from resilience.policies.ratelimit._limiter import SlidingWindowLimiter, _static, _WindowPolicy
+from resilience.policies.ratelimit._decision import _static
+from resilience.policies.ratelimit._guard import AutoGuard
+from resilience.policies.ratelimit._limiter import SlidingWindowLimiter, _WindowPolicy
 from resilience.policies.ratelimit._reserve import SettleFn
 from resilience.policies.ratelimit._reserving import check_settle
+from resilience.stores.base import WindowLimit
 
 __all__ = ["AllOf", "all_of"]
 
@@ -48,7 +51,16 @@ class AllOf(_WindowPolicy):
         self.store = store
         self._admit = local_shortcut(store, "window_admit")
         self.name = check_name(name) if name is not None else "+".join(names)
-        self._limits = tuple(lim._limits[0] for lim in limiters)
+        self._limits = tuple(
+            WindowLimit(lim.name, lim.limit, round((lim.window + lim.guard) * 1e6))
+            for lim in limiters
+        )
+        # Each adaptive member's guard adapts here too, from the calls this combination admits.
+        self._windows = tuple(lim.window for lim in limiters)
+        self._guards = tuple(
+            None if lim._guards[0] is None else AutoGuard(lim.guard, lim.window) for lim in limiters
+        )
+        self._adaptive = any(g is not None for g in self._guards)
         self._cost_specs = tuple(lim.cost for lim in limiters)
         self._static_costs = _static(self._cost_specs)
         self._key = check_key(key)

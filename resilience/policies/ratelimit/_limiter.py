@@ -10,13 +10,20 @@ Semantics (the same on every store):
   enforces the same quota on its own clock sees our requests shifted by network and scheduling
   jitter; without a guard, an exact limiter overshoots the upstream's window at every boundary
   (measured with ``benchmarks/guard.py``: 8-18 % of requests drew 429 with ``guard=0`` across
-  runs, none with the default :data:`DEFAULT_GUARD` of 0.15 s, at 92-94 % of the quota).
-  ``guard=0`` counts exactly; throughput is at most ``limit`` per ``window + guard``.
+  runs, none with :data:`DEFAULT_GUARD` = 0.15 s, at 92-94 % of the quota). By default
+  (``guard=None``) the guard adapts: at least 0.15 s, and as long as the recent peak time from
+  an admission to the call's answer (a cold SDK client's first requests land late), capped at
+  1 s and a quarter of the window (see :mod:`resilience.policies.ratelimit._guard`).
+  ``guard=<seconds>`` fixes it; ``guard=0`` counts exactly; throughput is at most ``limit``
+  per ``window + guard``.
 - **Cost.** A request of cost ``c`` is one entry of weight ``c`` (a token quota of 90 000 per
   minute costs what a request quota costs).
 - **Waiting.** :meth:`acquire` never polls: the store reserves the earliest slot that is safe
   and the caller sleeps until it (one round trip per admitted call; first come, first served
-  across the fleet).
+  across the fleet). A caller that slept asks the store once more when it wakes whether the key
+  is paused (:meth:`penalize`, e.g. another process drew a 429 with a wait hint while this
+  caller slept): if so it gives its slot back and reserves again after the pause, within its
+  timeout, instead of firing into the pause.
 - **Cancellation.** A slot is used only by a call that went on: a task cancelled during the
   decision or while sleeping until its reserved slot gives the slot back (a shielded,
   idempotent release) before ``CancelledError`` propagates. Once the limiter has handed over
@@ -33,13 +40,12 @@ Semantics (the same on every store):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 from resilience import telemetry
 from resilience.errors import RateLimited, ResilienceError, library_error
@@ -57,6 +63,16 @@ from resilience.policies._validate import (
     non_negative_seconds,
     positive_int,
 )
+from resilience.policies.ratelimit._decision import (
+    CostSpec,
+    Decision,
+    LocalAdmit,
+    _check_cost_spec,
+    _decision,
+    _finish,
+    _static,
+)
+from resilience.policies.ratelimit._guard import DEFAULT_GUARD, AutoGuard, adapt, widened
 from resilience.policies.ratelimit._reserving import Reserving, SettleFn, check_settle
 from resilience.stores import FallbackMode, with_fallback
 from resilience.stores.base import Store, WindowLimit
@@ -66,75 +82,10 @@ __all__ = ["DEFAULT_GUARD", "MAX_LIMIT", "Decision", "SlidingWindowLimiter"]
 T = TypeVar("T")
 logger = logging.getLogger("resilience")
 
-#: Seconds an admission keeps its slot beyond the window when ``guard=None``. Measured with
-#: ``benchmarks/guard.py`` (4 processes x 25 tasks, strict upstream at 100 per 2 s, 2-core
-#: machine): guard 0 drew 8-18 % 429s (19.5 % with cold connections on a loaded machine) at
-#: 81-90 % goodput; the smallest guard with zero 429s was 0.05 s (warm connections), 0.2 s with
-#: cold connections under load; 0.15 s gave zero 429s at 92-94 % goodput in the warm runs. The
-#: default is 0.15 s: 3x the warm measurement (see docs/benchmarks.md, "Latency guard").
-DEFAULT_GUARD = 0.15
-
 # "Wait as long as it takes" for a store: 10**15 us is ~31 years, exact in a Lua double.
 _FOREVER_US = 10**15
 # The shortest window: stores count in whole microseconds (window_us >= 1 even with guard=0).
 _MIN_WINDOW = 1e-6
-
-CostSpec = int | Callable[..., int]
-
-
-class Decision(NamedTuple):
-    """The outcome of one limiter decision.
-
-    Attributes:
-        allowed: the request was admitted.
-        remaining: units still free in the tightest quota right after this decision.
-        retry_after: seconds until this request could be admitted; ``0.0`` when allowed.
-    """
-
-    allowed: bool
-    remaining: int
-    retry_after: float
-
-
-# tuple.__new__ bound to Decision: a C call, cheaper than the NamedTuple's Python __new__ (and
-# than its _make, a Python classmethod on 3.11).
-_decision = functools.partial(tuple.__new__, Decision)
-
-#: A store's synchronous "admit now, or do nothing" (``MemoryStore.window_admit``): see
-#: :func:`resilience.policies._validate.local_shortcut`.
-LocalAdmit = Callable[[Sequence[WindowLimit], str, Sequence[int]], bool | None]
-
-
-def _static(specs: tuple[CostSpec, ...]) -> tuple[int, ...] | None:
-    """The per-call costs when none depends on the call's arguments, else ``None``."""
-    if all(isinstance(c, int) for c in specs):
-        return specs  # type: ignore[return-value]
-    return None
-
-
-def _check_cost_spec(cost: object) -> CostSpec:
-    if callable(cost):
-        return cost
-    return positive_int("cost", cost)
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
-async def _finish(aw: Awaitable[T]) -> T:
-    """Await ``aw``; if the caller is cancelled meanwhile, ``aw`` still runs to completion
-    (the caller waits for it once more, then ``CancelledError`` propagates; a second
-    cancellation stops the waiting, not ``aw``)."""
-    task = asyncio.ensure_future(aw)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        task.add_done_callback(_retrieve)
-        with contextlib.suppress(BaseException):
-            await asyncio.shield(task)
-        raise
 
 
 class _WindowPolicy(Reserving, PolicyBase):
@@ -148,6 +99,23 @@ class _WindowPolicy(Reserving, PolicyBase):
     _key: KeySpec
     _timeout: float | None
     _admit: LocalAdmit | None
+    # Per limit: its window in seconds and its adaptive guard (None: a fixed guard).
+    _windows: tuple[float, ...]
+    _guards: tuple[AutoGuard | None, ...]
+    _adaptive: bool
+
+    def _answered(self, seconds: float) -> None:
+        """An admitted call answered ``seconds`` after its admission: adapt the guards."""
+        limits = adapt(self._limits, self._windows, self._guards, seconds)
+        if limits is not None:
+            self._limits = limits
+
+    @property
+    def current_guard(self) -> float:
+        """The guard (seconds) in force: ``guard``, or where it adapts (``guard=None``) the
+        widest after the calls seen so far."""
+        pairs = zip(self._limits, self._windows, strict=True)
+        return max(lim.window_us / 1e6 - w for lim, w in pairs)
 
     def _costs(self, cost: int | Mapping[str, int]) -> tuple[int, ...]:
         """Per-limit costs of a direct call: one int for every quota, or a mapping by name."""
@@ -220,48 +188,57 @@ class _WindowPolicy(Reserving, PolicyBase):
         self, key: str, costs: tuple[int, ...], max_wait_us: int, ctx: CallContext | None
     ) -> Decision:
         observed = (ctx is None or ctx.observed) and telemetry.enabled()
-        started = time.monotonic() if observed else 0.0
-        allowed, remaining, wait_us, token = await self.store.window_acquire(
-            self._limits, key, costs, max_wait_us
-        )
-        if not allowed:
-            if observed:
-                telemetry.limiter_decision(
-                    ctx,
-                    limiter=self.name,
-                    result="rejected",
-                    wait=0.0,
-                    duration=time.monotonic() - started,
-                )
-            raise RateLimited(self.name, wait_us / 1e6)
-        if wait_us > 0:
+        started = time.monotonic() if observed or max_wait_us > 0 else 0.0
+        waited = 0.0
+        while True:
+            limits = self._limits
+            allowed, remaining, wait_us, token = await self.store.window_acquire(
+                limits, key, costs, max_wait_us
+            )
+            if not allowed:
+                if observed:
+                    telemetry.limiter_decision(
+                        ctx,
+                        limiter=self.name,
+                        result="rejected",
+                        wait=0.0,
+                        duration=time.monotonic() - started,
+                    )
+                raise RateLimited(self.name, wait_us / 1e6)
+            if wait_us <= 0:
+                break
+            waited += wait_us / 1e6
             try:
                 await asyncio.sleep(wait_us / 1e6)
+                if self._limits is not limits:  # the guard moved while this caller slept
+                    await asyncio.sleep(widened(limits, self._limits))
+                paused = await self._paused(key)
             except asyncio.CancelledError:
                 await self._release(key, costs, token)
                 raise
+            if paused <= 0:
+                break
+            # A pause landed while this caller slept: its slot lies inside it. Give the slot
+            # back and reserve again (after the pause), within what is left of the wait bound
+            await self._release(key, costs, token)
+            if max_wait_us != _FOREVER_US:
+                spent = int((time.monotonic() - started) * 1e6)
+                max_wait_us = max(max_wait_us - spent, 0)
         if observed:
             telemetry.limiter_decision(
                 ctx,
                 limiter=self.name,
-                result="waited" if wait_us > 0 else "admitted",
-                wait=wait_us / 1e6,
+                result="waited" if waited > 0 else "admitted",
+                wait=waited,
                 duration=time.monotonic() - started,
             )
         return _decision((True, remaining, 0.0))
 
-    async def _release(self, key: str, costs: tuple[int, ...], token: str) -> None:
-        # Shielded, best effort: if it is lost, capacity is wasted until the entry leaves its
-        # window, never over-admitted. Called while a CancelledError propagates: nothing
-        # raised here may replace it.
-        task = asyncio.ensure_future(self.store.window_release(self._limits, key, costs, token))
-        task.add_done_callback(_retrieve)
+    async def _paused(self, key: str) -> int:
         try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            pass  # cancelled again: the release goes on in the background
-        except Exception:
-            logger.warning("rate limiter %r: could not release a cancelled reservation", self.name)
+            return await self.store.window_paused(self._limits, key)
+        except ResilienceError:
+            return 0
 
     async def penalize(self, seconds: float, key: str | None = None) -> None:
         """Admit nothing for ``key`` for ``seconds``, for everyone sharing the store.
@@ -311,6 +288,18 @@ class _WindowPolicy(Reserving, PolicyBase):
                 bound = left if bound is None else min(bound, left)
             max_wait = _FOREVER_US if bound is None else int(bound * 1e6)
             await self._acquire(key, costs, max_wait, ctx)
+        if not self._adaptive:
+            return await self._call(call, key)
+        t_admit = time.monotonic()
+        try:
+            result = await self._call(call, key)
+        except Exception:
+            self._answered(time.monotonic() - t_admit)
+            raise
+        self._answered(time.monotonic() - t_admit)
+        return result
+
+    async def _call(self, call: Callable[[], Awaitable[T]], key: str) -> T:
         try:
             return await call()
         except Exception as exc:
@@ -336,7 +325,8 @@ class SlidingWindowLimiter(_WindowPolicy):
             shares a quota, so give distinct quotas distinct names.
         name: identifies the quota in the store and in telemetry.
         guard: seconds each admission keeps its slot beyond the window (see the module
-            docs); ``None`` means :data:`DEFAULT_GUARD`, ``0`` exact counting.
+            docs); ``None`` (default) adapts it to how long calls take to answer, from
+            :data:`DEFAULT_GUARD` (0.15 s) up to 1 s; ``0`` counts exactly.
         key: as a pipeline policy or decorator: the key of each call (a str, or a callable
             over the call's arguments returning a str, e.g. per tenant). Default: one key.
             Keys are text: a lone surrogate (``"\\udcff"``) is a ``ValueError``, a key
@@ -379,6 +369,9 @@ class SlidingWindowLimiter(_WindowPolicy):
             )
         self.window = min_duration("window", window, _MIN_WINDOW)
         self.guard = DEFAULT_GUARD if guard is None else non_negative_seconds("guard", guard)
+        self._windows = (self.window,)
+        self._guards = (AutoGuard(self.guard, self.window) if guard is None else None,)
+        self._adaptive = guard is None
         self.name = check_name(name)
         self.store = with_fallback(check_store(store, "window_acquire"), fallback)
         self._admit = local_shortcut(self.store, "window_admit")

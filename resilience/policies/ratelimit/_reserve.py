@@ -46,6 +46,8 @@ from resilience.pipeline import CallContext
 from resilience.policies._validate import (
     MAX_LIMIT,
 )
+from resilience.policies.ratelimit._guard import widened
+from resilience.stores.base import WindowLimit
 
 if TYPE_CHECKING:
     from resilience.policies.ratelimit._reserving import Reserving
@@ -93,6 +95,10 @@ def not_billed(exc: BaseException) -> bool:
     return c is not None and c.fault is not None and not c.processed
 
 
+# "Wait as long as it takes" for a store (as in _limiter.py): 10**15 us, ~31 years.
+_FOREVER_US = 10**15
+
+
 def _units(param: str, v: object) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise TypeError(f"{param} must be an int, got {type(v).__name__}")
@@ -124,10 +130,27 @@ class Reservation:
         key: the key the units were reserved under.
     """
 
-    __slots__ = ("_current", "_lock", "_policy", "_token", "estimate", "key", "settled")
+    __slots__ = (
+        "_current",
+        "_limits",
+        "_lock",
+        "_policy",
+        "_token",
+        "estimate",
+        "key",
+        "settled",
+    )
 
-    def __init__(self, policy: Reserving, key: str, costs: tuple[int, ...], token: str) -> None:
+    def __init__(
+        self,
+        policy: Reserving,
+        limits: tuple[WindowLimit, ...],
+        key: str,
+        costs: tuple[int, ...],
+        token: str,
+    ) -> None:
         self._policy = policy
+        self._limits = limits  # as admitted (an adaptive guard may change the policy's)
         self.key = key
         self._token = token
         self._current = costs
@@ -138,7 +161,7 @@ class Reservation:
 
     def _shape(self, costs: tuple[int, ...]) -> int | dict[str, int]:
         if self._policy._by_name:
-            return {lim.name: c for lim, c in zip(self._policy._limits, costs, strict=True)}
+            return {lim.name: c for lim, c in zip(self._limits, costs, strict=True)}
         return costs[0]
 
     @property
@@ -147,7 +170,7 @@ class Reservation:
         return self._shape(self._current)
 
     def _actual(self, actual: int | Mapping[str, int]) -> tuple[int, ...]:
-        limits = self._policy._limits
+        limits = self._limits
         if not self._policy._by_name:
             return (_units("actual", actual),)
         if not isinstance(actual, Mapping):
@@ -196,12 +219,12 @@ class Reservation:
     async def _apply(self, old: tuple[int, ...], new: tuple[int, ...]) -> None:
         p = self._policy
         try:
-            await p.store.window_settle(p._limits, self.key, self._token, old, new)
+            await p.store.window_settle(self._limits, self.key, self._token, old, new)
         except ResilienceError as exc:
             logger.warning("rate limiter %r: could not settle a reservation: %s", p.name, exc)
             return
         self._current = new
-        down = [lim.name for lim, a, b in zip(p._limits, old, new, strict=True) if b < a]
+        down = [lim.name for lim, a, b in zip(self._limits, old, new, strict=True) if b < a]
         if down:
             _wake(p, self.key, down)
 
@@ -232,35 +255,50 @@ class Reserve:
     async def __aenter__(self) -> Reservation:
         p, key, costs, ctx = self._policy, self._key, self._costs, self._ctx
         observed = (ctx is None or ctx.observed) and telemetry.enabled()
-        started = time.monotonic() if observed else 0.0
-        allowed, _, wait_us, token = await p.store.window_acquire(
-            p._limits, key, costs, self._max_wait_us
-        )
-        if not allowed:
-            if observed:
-                telemetry.limiter_decision(
-                    ctx,
-                    limiter=p.name,
-                    result="rejected",
-                    wait=0.0,
-                    duration=time.monotonic() - started,
-                )
-            raise RateLimited(p.name, wait_us / 1e6)
-        if wait_us > 0:
+        started = time.monotonic()
+        max_wait_us = self._max_wait_us
+        waited = False
+        while True:  # as SlidingWindowLimiter._acquire, with the wake-ups of settles
+            limits = p._limits
+            allowed, _, wait_us, token = await p.store.window_acquire(
+                limits, key, costs, max_wait_us
+            )
+            if not allowed:
+                if observed:
+                    telemetry.limiter_decision(
+                        ctx,
+                        limiter=p.name,
+                        result="rejected",
+                        wait=0.0,
+                        duration=time.monotonic() - started,
+                    )
+                raise RateLimited(p.name, wait_us / 1e6)
+            if wait_us <= 0:
+                break
+            waited = True
             try:
-                await _wait_slot(p, key, costs, token, wait_us)
+                await _wait_slot(p, limits, key, costs, token, wait_us)
+                if p._limits is not limits:  # the guard moved while this caller slept
+                    await asyncio.sleep(widened(limits, p._limits))
+                paused = await p._paused(key)
             except asyncio.CancelledError:
                 await p._release(key, costs, token)
                 raise
+            if paused <= 0:
+                break
+            # A pause landed while this caller slept: reserve again, after it.
+            await p._release(key, costs, token)
+            if max_wait_us < _FOREVER_US:
+                max_wait_us = max(max_wait_us - int((time.monotonic() - started) * 1e6), 0)
         if observed:
             telemetry.limiter_decision(
                 ctx,
                 limiter=p.name,
-                result="waited" if wait_us > 0 else "admitted",
-                wait=time.monotonic() - started if wait_us > 0 else 0.0,
+                result="waited" if waited else "admitted",
+                wait=time.monotonic() - started if waited else 0.0,
                 duration=time.monotonic() - started,
             )
-        self.reservation = Reservation(p, key, costs, token)
+        self.reservation = Reservation(p, limits, key, costs, token)
         return self.reservation
 
     async def __aexit__(
@@ -275,7 +313,12 @@ class Reserve:
 
 
 async def _wait_slot(
-    p: Reserving, key: str, costs: tuple[int, ...], token: str, wait_us: int
+    p: Reserving,
+    limits: tuple[WindowLimit, ...],
+    key: str,
+    costs: tuple[int, ...],
+    token: str,
+    wait_us: int,
 ) -> None:
     """Sleep until the reserved slot; when a settle of this process frees units of these
     quotas, move the reservation earlier (``window_advance``) and sleep until the new slot."""
@@ -283,7 +326,7 @@ async def _wait_slot(
     due = loop.time() + wait_us / 1e6
     woken = asyncio.Event()
     sid = _store_id(p.store)
-    names = [(sid, lim.name, key) for lim in p._limits]
+    names = [(sid, lim.name, key) for lim in limits]
     for n in names:
         _waiting.setdefault(n, set()).add(woken)
     try:
@@ -294,7 +337,7 @@ async def _wait_slot(
                 return
             woken.clear()
             try:
-                left = await p.store.window_advance(p._limits, key, token, costs)
+                left = await p.store.window_advance(limits, key, token, costs)
             except ResilienceError:
                 left = -1
             if left < 0:  # the store cannot tell: keep the slot we had

@@ -4,6 +4,7 @@ semantics are in ``_reserve.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -13,16 +14,14 @@ from resilience.errors import ResilienceError, library_error
 from resilience.pipeline import CallContext, KeySpec, resolve_key
 from resilience.policies._hints import requested_wait
 from resilience.policies._validate import MAX_SECONDS, call_key, non_negative_seconds
-from resilience.policies.ratelimit._reserve import Reserve, SettleFn
+from resilience.policies.ratelimit._decision import _retrieve
+from resilience.policies.ratelimit._reserve import _FOREVER_US, Reserve, SettleFn
 from resilience.stores.base import Store, WindowLimit
 
 __all__ = ["Reserving", "SettleFn", "check_settle"]
 
 T = TypeVar("T")
 logger = logging.getLogger("resilience")
-
-# "Wait as long as it takes" for a store (as in _limiter.py): 10**15 us, ~31 years.
-_FOREVER_US = 10**15
 
 
 def check_settle(settle: object, param: str = "settle") -> SettleFn | None:
@@ -42,6 +41,7 @@ class Reserving:
     _key: KeySpec
     _timeout: float | None
     _static_costs: tuple[int, ...] | None
+    _adaptive: bool
     #: The ``settle`` option: reserve, call, settle to the actual cost.
     _settle: SettleFn | None = None
     #: Costs and settles are mappings by limiter name (:func:`resilience.all_of`), not ints.
@@ -54,6 +54,22 @@ class Reserving:
         raise NotImplementedError  # pragma: no cover
 
     async def _release(self, key: str, costs: tuple[int, ...], token: str) -> None:
+        # Shielded, best effort: if it is lost, capacity is wasted until the entry leaves its
+        # window, never over-admitted. Called while a CancelledError propagates: nothing
+        # raised here may replace it.
+        task = asyncio.ensure_future(self.store.window_release(self._limits, key, costs, token))
+        task.add_done_callback(_retrieve)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            pass  # cancelled again: the release goes on in the background
+        except Exception:
+            logger.warning("rate limiter %r: could not release a cancelled reservation", self.name)
+
+    async def _paused(self, key: str) -> int:
+        raise NotImplementedError  # pragma: no cover
+
+    def _answered(self, seconds: float) -> None:
         raise NotImplementedError  # pragma: no cover
 
     async def penalize(self, seconds: float, key: str | None = None) -> None:
@@ -115,9 +131,12 @@ class Reserving:
         settle = self._settle
         assert settle is not None
         async with Reserve(self, key, costs, max_wait, ctx) as r:
+            t_admit = time.monotonic()
             try:
                 result = await call()
             except Exception as exc:
+                if self._adaptive:  # the guard follows admission-to-answer time (_guard.py)
+                    self._answered(time.monotonic() - t_admit)
                 hint = None if library_error(exc) is not None else requested_wait(exc)
                 if hint is not None and hint.seconds > 0:  # as in execute: pause the key
                     try:
@@ -125,5 +144,7 @@ class Reserving:
                     except ResilienceError:
                         logger.warning("rate limiter %r: could not record a penalty", self.name)
                 raise
+            if self._adaptive:
+                self._answered(time.monotonic() - t_admit)
             await r.settle(settle(result))
             return result

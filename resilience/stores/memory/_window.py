@@ -332,6 +332,16 @@ class MemoryWindow(MemoryCore):
             log.insert(at, token, cost)
         return at - now
 
+    async def window_paused(self, limits: Sequence[WindowLimit], key: str) -> int:
+        """See :meth:`resilience.stores.base.WindowOps.window_paused`."""
+        now = self._now_us()
+        left = 0
+        for lim in limits:
+            log = self._logs.get((lim.name, key))
+            if log is not None and log.penalty - now > left:
+                left = log.penalty - now
+        return left
+
     async def window_penalize(
         self, limits: Sequence[WindowLimit], key: str, duration_us: int
     ) -> None:

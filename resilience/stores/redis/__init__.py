@@ -17,6 +17,12 @@ from resilience.stores.redis._sentinel import (
     parse_sentinel_url,
     sentinel_client,
 )
+from resilience.stores.redis._valkey import (
+    from_valkey,
+    is_valkey_client,
+    redis_url,
+    valkey_label,
+)
 from resilience.stores.redis._window import RedisWindow
 
 __all__ = ["RedisStore"]
@@ -35,8 +41,15 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
     ``docs/redis.md``); all keys of one decision share a hash tag, so the store works unchanged
     on Redis Cluster.
 
+    Valkey (>= 7.2) is served the same way: see ``docs/redis.md``.
+
     Args:
-        client: a ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``.
+        client: a ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``; or a
+            ``valkey.asyncio.Valkey`` or ``ValkeyCluster``, whose settings (address, database,
+            credentials, TLS, timeouts, decoding, pool size, retry backoff) are carried over to
+            a redis-py client that the store owns and closes (your valkey client is left
+            alone; settings that cannot be carried over raise ``TypeError``, see
+            :func:`resilience.stores.redis._valkey.from_valkey`).
         prefix: the first segment of every key: a non-empty str of text (no lone surrogate)
             without braces; anything else fails here, naming ``prefix``.
         timeout: the longest one store call may take, in seconds (the wait for a connection
@@ -61,13 +74,16 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
 
     def __init__(
         self,
-        client: aioredis.Redis | RedisCluster,
+        client: aioredis.Redis | RedisCluster | Any,
         *,
         prefix: str = "resilience",
         max_concurrency: int | None = None,
         timeout: float | None = None,
     ) -> None:
         check_prefix(prefix)
+        valkey = is_valkey_client(client)
+        if valkey:
+            client = from_valkey(client)
         if max_concurrency is None:
             if isinstance(client, RedisCluster):
                 # Each node's pool raises MaxConnectionsError when full, and a hot key lives on
@@ -79,6 +95,8 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
                 if not isinstance(pool, aioredis.BlockingConnectionPool):
                     max_concurrency = pool.max_connections
         super().__init__(client, prefix=prefix, max_concurrency=max_concurrency, timeout=timeout)
+        if valkey:
+            self.label = valkey_label(self.label)
 
     @classmethod
     def from_url(
@@ -91,7 +109,9 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
         cluster: bool = False,
         **kwargs: Any,
     ) -> RedisStore:
-        """Build a store and its client from a URL (``redis://``, ``rediss://``, ``unix://``).
+        """Build a store and its client from a URL (``redis://``, ``rediss://``, ``unix://``,
+        ``redis+sentinel://``; for Valkey ``valkey://``, ``valkeys://``, ``valkey+sentinel://``,
+        served by redis-py like their ``redis`` twins).
 
         Every store call is bounded by ``timeout`` seconds (the store's own watchdog, see
         :mod:`resilience.stores.redis._health`; connecting is bounded by
@@ -107,7 +127,25 @@ class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence):
         if not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         _check_max_connections(max_connections)
-        if isinstance(url, str) and url.startswith(SENTINEL_SCHEMES):  # redis+sentinel://
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, got {type(url).__name__}")
+        url, valkey = redis_url(url)
+        store = cls._from_redis_url(url, prefix, timeout, max_connections, cluster, kwargs)
+        if valkey:
+            store.label = valkey_label(store.label)
+        return store
+
+    @classmethod
+    def _from_redis_url(
+        cls,
+        url: str,
+        prefix: str,
+        timeout: float,
+        max_connections: int,
+        cluster: bool,
+        kwargs: dict[str, Any],
+    ) -> RedisStore:
+        if url.startswith(SENTINEL_SCHEMES):  # redis+sentinel://
             sentinels, service, url_kwargs = parse_sentinel_url(url)
             return cls.from_sentinel(
                 sentinels,

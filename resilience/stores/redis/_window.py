@@ -100,6 +100,10 @@ class RedisWindow(RedisCore):
         """See :meth:`resilience.stores.base.WindowOps.window_release`."""
         await self._eval("window_release", self._window_keys(limits, key), [token, *costs])
 
+    async def window_paused(self, limits: Sequence[WindowLimit], key: str) -> int:
+        """See :meth:`resilience.stores.base.WindowOps.window_paused`."""
+        return int(await self._eval("window_paused", self._window_keys(limits, key), []))
+
     async def window_penalize(
         self, limits: Sequence[WindowLimit], key: str, duration_us: int
     ) -> None:

@@ -87,6 +87,47 @@ class WindowConformance:
         await lim.acquire(timeout=1.0)
         assert time.monotonic() - t0 < 0.6
 
+    async def test_paused_reads_the_penalty_left_and_writes_nothing(self, store: Store) -> None:
+        lim = (WindowLimit("paused", 5, 1_000_000),)
+        assert await store.window_paused(lim, "k") == 0
+        assert (await store.window_acquire(lim, "k", (1,), -1)).allowed  # a log, no penalty
+        assert await store.window_paused(lim, "k") == 0
+        await store.window_penalize(lim, "k", 400_000)
+        assert 200_000 < await store.window_paused(lim, "k") <= 400_000
+        assert await store.window_paused(lim, "other") == 0  # only this key
+        assert (await store.window_acquire(lim, "other", (1,), -1)).allowed  # nothing written
+
+    async def test_a_waiter_rechecks_a_pause_that_landed_while_it_slept(self, store: Store) -> None:
+        # Limit 1 per 0.3 s, full: the waiter reserves t0+0.3. At t0+0.1 the key is paused
+        # until ~t0+0.7 (another process drew a 429 with a wait hint). The waiter wakes at
+        # t0+0.3, sees the pause, and goes at its end, not into it.
+        lim = SlidingWindowLimiter(1, 0.3, store=store, name="recheck", guard=0)
+        t0 = time.monotonic()
+        await lim.acquire()
+        waiter = asyncio.create_task(lim.acquire())
+        await asyncio.sleep(0.1)
+        await lim.penalize(0.6)
+        await waiter
+        assert time.monotonic() - t0 >= 0.65
+        # It holds one slot (after the pause), not two: the next one waits a whole window.
+        d = await lim.try_acquire()
+        assert not d.allowed
+        assert d.retry_after > 0.15
+
+    async def test_a_recheck_that_outlasts_the_timeout_is_rate_limited(self, store: Store) -> None:
+        # As above, with timeout=0.5: after the pause the slot lies past the bound.
+        lim = SlidingWindowLimiter(1, 0.3, store=store, name="recheck-t", guard=0)
+        await lim.acquire()
+        waiter = asyncio.create_task(lim.acquire(timeout=0.5))
+        await asyncio.sleep(0.1)
+        await lim.penalize(0.8)
+        with pytest.raises(RateLimited) as info:
+            await waiter
+        assert info.value.retry_after > 0.3
+        # The released reservation left nothing behind: after the pause, one fits at once.
+        await asyncio.sleep(0.7)
+        assert (await lim.try_acquire()).allowed
+
     async def test_cancelled_waiter_releases_its_reserved_slot(self, store: Store) -> None:
         # RL-13: limit 1 per 5 s, full. A waiter reserves t0+5 and is cancelled. If it leaked its
         # reservation, the next request's earliest slot would be t0+10; released, it is t0+5.
