@@ -197,7 +197,7 @@ async def test_a_learned_limit_is_an_event_and_a_gauge(
     data = reader.get_metrics_data()
     assert data is not None
     points = [
-        p.value
+        getattr(p, "value", None)
         for rm in data.resource_metrics
         for sm in rm.scope_metrics
         for m in sm.metrics

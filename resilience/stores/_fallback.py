@@ -308,6 +308,33 @@ class FallbackStore:
                 raise
             self._fell_back("window_learn", exc)
 
+    async def window_settle(
+        self,
+        limits: Sequence[WindowLimit],
+        key: str,
+        token: str,
+        costs: Sequence[int],
+        actual: Sequence[int],
+    ) -> bool:
+        """See :meth:`resilience.stores.base.WindowOps.window_settle` (routed by token: an
+        admission of ``allow`` mode is in no log, so it settles nothing)."""
+        if token.startswith("L"):
+            shares = self.share(limits, key)
+            return await self.local.window_settle(shares, key, token[1:], costs, actual)
+        if token == "A":
+            return False
+        return await self.primary.window_settle(limits, key, token, costs, actual)
+
+    async def window_advance(
+        self, limits: Sequence[WindowLimit], key: str, token: str, costs: Sequence[int]
+    ) -> int:
+        """See :meth:`resilience.stores.base.WindowOps.window_advance` (routed by token)."""
+        if token.startswith("L"):
+            return await self.local.window_advance(self.share(limits, key), key, token[1:], costs)
+        if token == "A":
+            return -1
+        return await self.primary.window_advance(limits, key, token, costs)
+
     async def window_paused(self, limits: Sequence[WindowLimit], key: str) -> int:
         """See :meth:`resilience.stores.base.WindowOps.window_paused`: the shared store's
         answer; while it is unreachable, the penalties this process kept locally (a read

@@ -163,6 +163,45 @@ class WindowOps(Protocol):
         unreachable) only wastes capacity: the entry leaves the log with its window."""
         ...
 
+    async def window_settle(
+        self,
+        limits: Sequence[WindowLimit],
+        key: str,
+        token: str,
+        costs: Sequence[int],
+        actual: Sequence[int],
+    ) -> bool:
+        """Re-weigh the entry of request ``token`` from ``costs[i]`` to ``actual[i]`` units
+        under ``limits[i]``, atomically (reserve, then settle to the actual cost).
+
+        ``costs`` are the entry's current weights (as admitted, or as last settled): in a log
+        where the entry of ``token`` with that weight is found and still counts (``now -
+        window_us < at``), its weight becomes ``actual[i]`` and it keeps its slot time ``at``
+        (so the window stays exact); ``actual[i] == 0`` removes it (a refund). Anywhere else
+        (the entry left the window, was released, or has another weight: a concurrent settle
+        won) nothing changes: a settle never creates an entry, so two settles of one entry at
+        once never drift. A settle is never refused: ``actual[i]`` may take the log past its
+        limit (the units were spent), and later admissions wait for them to leave the window.
+        ``0 <= actual[i] <= 2**40`` (the limiter's ``MAX_LIMIT``). Returns whether any log
+        re-weighed the entry.
+        """
+        ...
+
+    async def window_advance(
+        self, limits: Sequence[WindowLimit], key: str, token: str, costs: Sequence[int]
+    ) -> int:
+        """Move the reserved entry of request ``token`` (weights ``costs``) to an earlier slot
+        if it now fits there, atomically; return its wait from now in microseconds.
+
+        The slot is the one :meth:`window_acquire` would give the request now with the entry
+        itself left out of the logs (and not before the key's penalty); the entry moves only
+        if that slot is earlier than its own. A waiter calls it after a settle or a refund
+        freed units (quota freed by a settle is free at once, also for those already
+        queued). Returns ``0`` when the slot is due, ``-1`` when a log holds no such entry
+        (nothing changes then).
+        """
+        ...
+
     async def window_penalize(
         self, limits: Sequence[WindowLimit], key: str, duration_us: int
     ) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from resilience.pipeline import KeySpec
@@ -17,6 +17,8 @@ from resilience.policies.ratelimit._decision import _static
 from resilience.policies.ratelimit._follow import Follower, quota_names
 from resilience.policies.ratelimit._guard import AutoGuard
 from resilience.policies.ratelimit._limiter import SlidingWindowLimiter, _WindowPolicy
+from resilience.policies.ratelimit._reserve import SettleFn
+from resilience.policies.ratelimit._reserving import check_settle
 from resilience.stores.base import WindowLimit
 
 __all__ = ["AllOf", "all_of"]
@@ -25,6 +27,8 @@ __all__ = ["AllOf", "all_of"]
 class AllOf(_WindowPolicy):
     """Several limiters checked and charged in one atomic decision (see :func:`all_of`)."""
 
+    _by_name = True
+
     def __init__(
         self,
         limiters: Sequence[SlidingWindowLimiter],
@@ -32,6 +36,7 @@ class AllOf(_WindowPolicy):
         key: KeySpec = None,
         timeout: float | None = None,
         name: str | None = None,
+        settle: SettleFn | None = None,
     ) -> None:
         if not limiters:
             raise ValueError("limiters must not be empty")
@@ -68,9 +73,23 @@ class AllOf(_WindowPolicy):
         self._static_costs = _static(self._cost_specs)
         self._key = check_key(key)
         self._timeout = None if timeout is None else non_negative_seconds("timeout", timeout)
+        own = check_settle(settle)
+        parts = [(lim.name, lim._settle) for lim in limiters if lim._settle is not None]
+        if own is None and parts:
+            own = _by_parts(parts)
+        self._settle = own
 
     def __repr__(self) -> str:
         return f"all_of({', '.join(repr(lim) for lim in self.limiters)})"
+
+
+def _by_parts(parts: list[tuple[str, SettleFn]]) -> SettleFn:
+    """One ``settle`` from the limiters' own: each gives its quota's actual cost (an int)."""
+
+    def settle(result: Any) -> Mapping[str, int]:
+        return {name: fn(result) for name, fn in parts}  # type: ignore[misc]
+
+    return settle
 
 
 def all_of(*limiters: SlidingWindowLimiter, **options: Any) -> AllOf:
@@ -83,7 +102,13 @@ def all_of(*limiters: SlidingWindowLimiter, **options: Any) -> AllOf:
     every quota or a mapping from limiter name to cost (others are charged 1), e.g.
     ``await both.acquire(cost={"tpm": 1200})``; as a policy, each limiter's own ``cost``
     option prices the call. Options: ``key``, ``timeout``, ``name`` as for
-    :class:`SlidingWindowLimiter`.
+    :class:`SlidingWindowLimiter`, and ``settle``: a callable from the call's result to a
+    mapping by limiter name of actual costs, e.g. ``settle=lambda r: {"input":
+    r.usage.input_tokens, "output": r.usage.output_tokens}`` (quotas left out keep their
+    estimate; an int is refused with ``TypeError``, it would bill every quota the same).
+    Without it, the limiters' own ``settle`` options give each quota's actual cost; with
+    neither, the estimates stay charged. ``reserve(...)`` works as on a limiter, its
+    ``settle`` taking the same mapping.
 
     With :class:`resilience.RedisStore` the quotas' keys share the call key's hash tag, so this
     works on Redis Cluster too.

@@ -31,7 +31,7 @@ from resilience.policies.ratelimit._decision import FOREVER_US
 if TYPE_CHECKING:
     from resilience.policies.ratelimit._limiter import _WindowPolicy
 
-__all__ = ["execute"]
+__all__ = ["call_and_learn", "execute"]
 
 T = TypeVar("T")
 logger = logging.getLogger("resilience")
@@ -47,6 +47,8 @@ async def execute(self: _WindowPolicy, call: Callable[[], Awaitable[T]], ctx: Ca
     fleet-wide. Rate-limit headers on the answer are followed (see
     :mod:`resilience.policies.ratelimit._follow`).
     """
+    if self._settle is not None:  # reserve, call, settle: see _reserve.py
+        return await self._execute_settled(call, ctx)
     spec = self._key
     if spec is None:
         key = ""
@@ -73,10 +75,10 @@ async def execute(self: _WindowPolicy, call: Callable[[], Awaitable[T]], ctx: Ca
         max_wait = FOREVER_US if bound is None else int(bound * 1e6)
         await self._acquire(key, costs, max_wait, ctx)
     if not self._adaptive:
-        return await _call(self, call, key, ctx)
+        return await call_and_learn(self, call, key, ctx)
     t_admit = time.monotonic()
     try:
-        result = await _call(self, call, key, ctx)
+        result = await call_and_learn(self, call, key, ctx)
     except Exception:
         self._answered(time.monotonic() - t_admit)
         raise
@@ -84,9 +86,11 @@ async def execute(self: _WindowPolicy, call: Callable[[], Awaitable[T]], ctx: Ca
     return result
 
 
-async def _call(
+async def call_and_learn(
     self: _WindowPolicy, call: Callable[[], Awaitable[T]], key: str, ctx: CallContext
 ) -> T:
+    """Call; then act on the answer: a wait hint pauses the key, rate-limit headers are
+    followed (a no-op without headers)."""
     follow = self._follow
     try:
         result = await call()

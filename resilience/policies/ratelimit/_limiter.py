@@ -70,12 +70,12 @@ from resilience.policies.ratelimit._decision import (
     _check_cost_spec,
     _decision,
     _finish,
-    _retrieve,
     _static,
 )
 from resilience.policies.ratelimit._execute import execute
 from resilience.policies.ratelimit._follow import Follower, quota_names
 from resilience.policies.ratelimit._guard import DEFAULT_GUARD, AutoGuard, adapt, widened
+from resilience.policies.ratelimit._reserving import Reserving, SettleFn, check_settle
 from resilience.stores import FallbackMode, with_fallback
 from resilience.stores.base import Store, WindowLimit
 
@@ -89,7 +89,7 @@ _FOREVER_US = FOREVER_US
 _MIN_WINDOW = 1e-6
 
 
-class _WindowPolicy(PolicyBase):
+class _WindowPolicy(Reserving, PolicyBase):
     """What a single limiter and a combination of limiters share: the whole public behaviour."""
 
     name: str
@@ -242,19 +242,6 @@ class _WindowPolicy(PolicyBase):
         except ResilienceError:
             return 0
 
-    async def _release(self, key: str, costs: tuple[int, ...], token: str) -> None:
-        # Shielded, best effort: if it is lost, capacity is wasted until the entry leaves its
-        # window, never over-admitted. Called while a CancelledError propagates: nothing
-        # raised here may replace it.
-        task = asyncio.ensure_future(self.store.window_release(self._limits, key, costs, token))
-        task.add_done_callback(_retrieve)
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            pass  # cancelled again: the release goes on in the background
-        except Exception:
-            logger.warning("rate limiter %r: could not release a cancelled reservation", self.name)
-
     async def penalize(self, seconds: float, key: str | None = None) -> None:
         """Admit nothing for ``key`` for ``seconds``, for everyone sharing the store.
 
@@ -309,6 +296,8 @@ class SlidingWindowLimiter(_WindowPolicy):
         upstream_quota: the provider quota this limiter follows (``"requests"``,
             ``"tokens"``, ``"input-tokens"``, ...). Default: the one named like the limiter,
             else ``"requests"`` for cost 1, ``"tokens"`` otherwise.
+        settle: as a policy: the actual cost from the call's result (``lambda r:
+            r.usage.total_tokens``); ``cost`` is then an estimate, settled (see ``reserve``).
     """
 
     def __init__(
@@ -325,6 +314,7 @@ class SlidingWindowLimiter(_WindowPolicy):
         fallback: FallbackMode = "local",
         follow_upstream: bool = True,
         upstream_quota: str | None = None,
+        settle: SettleFn | None = None,
     ) -> None:
         self.limit = positive_int("limit", limit)
         if self.limit > MAX_LIMIT:
@@ -347,6 +337,7 @@ class SlidingWindowLimiter(_WindowPolicy):
         self._cost_specs = (self.cost,)
         self._static_costs = _static(self._cost_specs)
         self._timeout = None if timeout is None else non_negative_seconds("timeout", timeout)
+        self._settle = check_settle(settle)
         window_us = round((self.window + self.guard) * 1e6)
         self._limits = (WindowLimit(self.name, self.limit, window_us),)
         self.follow_upstream = check_instance("follow_upstream", follow_upstream, bool)

@@ -115,6 +115,16 @@ class _Log:
             self.weights.insert(i, cost)
         self.total += cost
 
+    def find(self, token: str, weight: int) -> int:
+        """The index of the live entry ``token`` of weight ``weight``, or -1."""
+        if not token:
+            return -1
+        try:
+            i = self.tokens.index(token, self.head)
+        except ValueError:
+            return -1
+        return i if self.weights[i] == weight else -1
+
     def remove(self, token: str) -> bool:
         if not token:  # entries admitted by window_admit carry "": nobody releases them
             return False
@@ -299,6 +309,63 @@ class MemoryWindow(MemoryCore):
             log = self._log(lim, key)
             log.cap = limit
             log.cap_until = until if duration_us > 0 else 0
+
+    async def window_settle(
+        self,
+        limits: Sequence[WindowLimit],
+        key: str,
+        token: str,
+        costs: Sequence[int],
+        actual: Sequence[int],
+    ) -> bool:
+        """See :meth:`resilience.stores.base.WindowOps.window_settle`."""
+        now = self._now_us()
+        done = False
+        for lim, cost, new in zip(limits, costs, actual, strict=True):
+            log = self._logs.get((lim.name, key))
+            if log is None:
+                continue
+            log.trim(now - lim.window_us)
+            i = log.find(token, cost)
+            if i < 0:
+                continue
+            log.total += new - cost
+            if new == 0:
+                del log.at[i], log.tokens[i], log.weights[i]
+            else:
+                log.weights[i] = new
+            done = True
+        return done
+
+    async def window_advance(
+        self, limits: Sequence[WindowLimit], key: str, token: str, costs: Sequence[int]
+    ) -> int:
+        """See :meth:`resilience.stores.base.WindowOps.window_advance`."""
+        now = self._now_us()
+        found: list[tuple[_Log, int]] = []
+        for lim, cost in zip(limits, costs, strict=True):
+            log = self._logs.get((lim.name, key))
+            if log is None:
+                return -1
+            log.trim(now - lim.window_us)
+            i = log.find(token, cost)
+            if i < 0:
+                return -1
+            found.append((log, i))
+        old = found[0][0].at[found[0][1]]
+        if old <= now:
+            return 0
+        for (log, i), cost in zip(found, costs, strict=True):  # leave the entry out ...
+            del log.at[i], log.tokens[i], log.weights[i]
+            log.total -= cost
+        at = now
+        for (log, _), lim, cost in zip(found, limits, costs, strict=True):
+            limit = log.limit(lim.limit, cost, now)
+            at = max(at, log.earliest(now, lim.window_us, limit, cost), log.penalty)
+        at = min(at, old)
+        for (log, _), cost in zip(found, costs, strict=True):  # ... and put it back
+            log.insert(at, token, cost)
+        return at - now
 
     async def window_paused(self, limits: Sequence[WindowLimit], key: str) -> int:
         """See :meth:`resilience.stores.base.WindowOps.window_paused`."""

@@ -115,3 +115,27 @@ class RedisWindow(RedisCore):
     ) -> None:
         """See :meth:`resilience.stores.base.WindowOps.window_penalize`."""
         await self._eval("window_penalize", self._window_keys(limits, key), [duration_us])
+
+    async def window_settle(
+        self,
+        limits: Sequence[WindowLimit],
+        key: str,
+        token: str,
+        costs: Sequence[int],
+        actual: Sequence[int],
+    ) -> bool:
+        """See :meth:`resilience.stores.base.WindowOps.window_settle` (``window_settle.lua``)."""
+        args: list[int | str] = [token]
+        for lim, cost, new in zip(limits, costs, actual, strict=True):
+            args += (lim.window_us, cost, new)
+        done = await self._eval("window_settle", self._window_keys(limits, key), args)
+        return bool(int(done))
+
+    async def window_advance(
+        self, limits: Sequence[WindowLimit], key: str, token: str, costs: Sequence[int]
+    ) -> int:
+        """See :meth:`resilience.stores.base.WindowOps.window_advance` (``window_advance.lua``)."""
+        args: list[int | str] = [token]
+        for lim, cost in zip(limits, costs, strict=True):
+            args += (lim.limit, lim.window_us, cost)
+        return int(await self._eval("window_advance", self._window_keys(limits, key), args))

@@ -28,9 +28,10 @@ minute: its windows and breaks are real sub-second to few-second durations.
 For assertion details in failures, have pytest rewrite the suite's asserts: put
 ``pytest.register_assert_rewrite("resilience.testing.conformance")`` in your ``conftest.py``.
 
-The parts, to run only some: :class:`WindowConformance`, :class:`BreakerConformance`,
-:class:`BudgetConformance`, :class:`PresenceConformance` and :class:`ContractConformance`
-(capabilities, tokens, the error contract, pushed transitions). This package imports pytest:
+The parts, to run only some: :class:`WindowConformance`, :class:`SettleConformance` (reserve,
+settle, refund), :class:`BreakerConformance`, :class:`BudgetConformance`,
+:class:`PresenceConformance` and :class:`ContractConformance` (capabilities, tokens, the error
+contract, pushed transitions). This package imports pytest:
 import it from tests only.
 """
 
@@ -40,6 +41,7 @@ from resilience.testing.conformance._breaker import BreakerConformance
 from resilience.testing.conformance._budget import BudgetConformance
 from resilience.testing.conformance._contract import ContractConformance
 from resilience.testing.conformance._presence import PresenceConformance
+from resilience.testing.conformance._settle import SettleConformance
 from resilience.testing.conformance._window import WindowConformance
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "BudgetConformance",
     "ContractConformance",
     "PresenceConformance",
+    "SettleConformance",
     "StoreConformance",
     "WindowConformance",
 ]
@@ -55,6 +58,7 @@ __all__ = [
 class StoreConformance(
     ContractConformance,
     WindowConformance,
+    SettleConformance,
     BreakerConformance,
     BudgetConformance,
     PresenceConformance,

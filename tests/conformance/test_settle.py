@@ -1,0 +1,9 @@
+"""Settle conformance over every store (``resilience.testing.conformance``)."""
+
+from __future__ import annotations
+
+from resilience.testing.conformance import SettleConformance
+
+
+class TestSettle(SettleConformance):
+    """Runs with the ``store`` fixture of ``tests/conftest.py``."""
