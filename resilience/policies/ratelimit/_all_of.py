@@ -67,7 +67,16 @@ class AllOf(_WindowPolicy):
             for lim in limiters
         )
         self._follow = (
-            Follower(self.name, store, self._limits, self._windows, quotas) if any(quotas) else None
+            Follower(
+                self.name,
+                store,
+                self._limits,
+                self._windows,
+                quotas,
+                min(lim.upstream_window for lim in limiters),
+            )
+            if any(quotas)
+            else None
         )
         self._cost_specs = tuple(lim.cost for lim in limiters)
         self._static_costs = _static(self._cost_specs)

@@ -21,8 +21,9 @@ Which quota a limiter follows: ``upstream_quota=`` names it; by default the quot
 limiter when the provider reports one (``name="input-tokens"``), else ``"requests"`` (then the
 legacy and IETF ``"default"``) for a limiter whose cost is 1 and ``"tokens"`` for one whose
 cost is a callable or above 1. The
-provider's window is ``RateLimit-Policy``'s ``w`` when given, else a minute (OpenAI's and
-Anthropic's quotas are per minute). ``follow_upstream=False`` turns all of this off.
+provider's window is ``RateLimit-Policy``'s ``w`` when given, else the limiter's
+``upstream_window`` (default a minute: OpenAI's and Anthropic's quotas are per minute).
+``follow_upstream=False`` turns all of this off.
 
 Cost: nothing for a result without ``headers``; for an answer with them, one parse, and a store
 round trip only when something changes (a pause this process has not recorded yet, a new
@@ -67,7 +68,16 @@ def headers_of(obj: object) -> Any:
 class Follower:
     """What one limiter (or one :func:`all_of`) learns from the upstream, per key."""
 
-    __slots__ = ("_learned", "_limits", "_name", "_paused", "_quotas", "_store", "_windows")
+    __slots__ = (
+        "_learned",
+        "_limits",
+        "_name",
+        "_paused",
+        "_quotas",
+        "_store",
+        "_upstream_window",
+        "_windows",
+    )
 
     def __init__(
         self,
@@ -76,7 +86,9 @@ class Follower:
         limits: Sequence[WindowLimit],
         windows: Sequence[float],
         quotas: Sequence[tuple[str, ...]],
+        upstream_window: float = 60.0,
     ) -> None:
+        self._upstream_window = upstream_window
         self._name = name
         self._store = store
         self._limits = tuple((lim,) for lim in limits)  # one tuple each, reused (key caches)
@@ -104,7 +116,7 @@ class Follower:
 
     async def _pause(self, quotas: Sequence[Any], key: str) -> None:
         resets = [
-            min(q.reset, q.window or PROVIDER_WINDOW)
+            min(q.reset, q.window or self._upstream_window)
             for q in quotas
             if q.remaining == 0 and q.reset is not None and q.reset > 0
         ]
@@ -125,7 +137,7 @@ class Follower:
         if quota is None or quota.limit is None:
             return
         (lim,) = self._limits[i]
-        window = quota.window or PROVIDER_WINDOW
+        window = quota.window or self._upstream_window
         scaled = max(1, math.floor(quota.limit * self._windows[i] / window))
         want = scaled if scaled < lim.limit else lim.limit
         now = time.monotonic()

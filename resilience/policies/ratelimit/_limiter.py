@@ -61,6 +61,7 @@ from resilience.policies._validate import (
     min_duration,
     non_negative_seconds,
     positive_int,
+    positive_seconds,
 )
 from resilience.policies.ratelimit._decision import (
     FOREVER_US,
@@ -296,6 +297,9 @@ class SlidingWindowLimiter(_WindowPolicy):
         upstream_quota: the provider quota this limiter follows (``"requests"``,
             ``"tokens"``, ``"input-tokens"``, ...). Default: the one named like the limiter,
             else ``"requests"`` for cost 1, ``"tokens"`` otherwise.
+        upstream_window: the window (seconds) of the provider's quotas when its headers do
+            not say (``RateLimit-Policy``'s ``w`` does). Default: a minute (OpenAI,
+            Anthropic).
         settle: as a policy: the actual cost from the call's result (``lambda r:
             r.usage.total_tokens``); ``cost`` is then an estimate, settled (see ``reserve``).
     """
@@ -314,6 +318,7 @@ class SlidingWindowLimiter(_WindowPolicy):
         fallback: FallbackMode = "local",
         follow_upstream: bool = True,
         upstream_quota: str | None = None,
+        upstream_window: float = 60.0,
         settle: SettleFn | None = None,
     ) -> None:
         self.limit = positive_int("limit", limit)
@@ -344,13 +349,16 @@ class SlidingWindowLimiter(_WindowPolicy):
         self.upstream_quota = (
             None if upstream_quota is None else check_name(upstream_quota, "upstream_quota")
         )
+        self.upstream_window = positive_seconds("upstream_window", upstream_window)
         self._follow = self._follower()
 
     def _follower(self) -> Follower | None:
         if not self.follow_upstream:
             return None
         names = quota_names(self.name, self.upstream_quota, self.cost == 1)
-        return Follower(self.name, self.store, self._limits, self._windows, (names,))
+        return Follower(
+            self.name, self.store, self._limits, self._windows, (names,), self.upstream_window
+        )
 
     def __repr__(self) -> str:
         return (
