@@ -7,7 +7,8 @@ When the shared store cannot decide, by mode:
     share** of ``max_in_flight`` (:func:`resilience.stores._fleet.fair_share` over the
     deciders last seen sharing the limit: the shares of a fleet add up to at most
     ``max_in_flight``; some are 0 when there are more deciders than permits, and those
-    deciders' callers wait or are refused). Local tokens are marked ``L``.
+    deciders' callers wait or are refused), less the permits this decider still holds from
+    the shared store (their calls run on). Local tokens are marked ``L``.
 ``"allow"``
     Grant (token ``A``; renewing or releasing it does nothing).
 ``"deny"``
@@ -88,12 +89,21 @@ class FallbackConcurrency:
         tags: dict[str, str] = self.__dict__.setdefault("_cc_tags", {})
         return tags
 
+    def _held(self) -> dict[tuple[str, str], set[str]]:
+        """The permits this decider holds from the shared store, by (name, key)."""
+        held: dict[tuple[str, str], set[str]] = self.__dict__.setdefault("_cc_held", {})
+        return held
+
     def _local_spec(self, spec: ConcurrencySpec, key: str) -> ConcurrencySpec:
         tags = self._local_tags()
         if len(tags) >= _MAX_CACHED:
             tags.clear()
         tags[self.local.concurrency_tag(spec.name, key)] = self.concurrency_tag(spec.name, key)
-        return self.concurrency_share(spec, key)
+        share = self.concurrency_share(spec, key)
+        shared = len(self._held().get((spec.name, key), ()))
+        if not shared:
+            return share
+        return ConcurrencySpec(share.name, max(share.max_in_flight - shared, 0), share.lease_us)
 
     async def concurrency_acquire(
         self, spec: ConcurrencySpec, key: str, ticket: str, queue: bool
@@ -119,6 +129,8 @@ class FallbackConcurrency:
             return lr._replace(token="L" + lr.token) if lr.token else lr
         if self._down:
             self._up()
+        if r.granted:
+            self._held().setdefault((spec.name, key), set()).add(r.token)
         if local_ticket:  # back on the shared store: leave the local queue
             await self.local.concurrency_release(self._local_spec(spec, key), key, local_ticket)
         return r

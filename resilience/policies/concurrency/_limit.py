@@ -23,7 +23,8 @@ Semantics (the same on every store; ``docs/concurrency.md`` explains the why):
   shielded step; a release that cannot reach the store is bounded by the lease.
 - **Store outage.** ``fallback`` as for the limiter: ``"local"`` takes a fair share of
   ``max_in_flight`` (the shares of the processes seen add up to at most it), ``"allow"``
-  admits, ``"deny"`` raises :class:`resilience.StoreUnavailable`.
+  admits, ``"deny"`` raises :class:`resilience.StoreUnavailable` (to a new caller: one
+  already queued waits on and asks again, within its timeout).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from resilience import telemetry
-from resilience.errors import ConcurrencyLimited
+from resilience.errors import ConcurrencyLimited, StoreUnavailable
 from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
 from resilience.policies._validate import (
     MAX_LIMIT,
@@ -253,7 +254,14 @@ class ConcurrencyLimit(PolicyBase):
                         self._refused(ctx, observed, started, True)
                     delay = min(delay, left)
                 await waiter.sleep(delay)
-                r = await store.concurrency_acquire(spec, key, ticket, True)
+                try:
+                    r = await store.concurrency_acquire(spec, key, ticket, True)
+                except StoreUnavailable:
+                    # Even with fallback="deny" a waiter only waits on: it asks again after
+                    # a third of a lease (its place expires with the lease, and is taken
+                    # again at the tail if the store forgot it).
+                    r = r._replace(granted=False, wait_us=spec.lease_us // 3)
+                    continue
                 if r.token != ticket:  # a FallbackStore moved the ticket (or granted "A")
                     self._release_later(key, ticket)
                     if not r.token:
