@@ -105,7 +105,7 @@ async def test_a_killed_waiter_at_the_head_does_not_block_the_queue(
             proc.start()
             head = ready.get(timeout=30)
             _, q, _, _ = concurrency_keys(prefix, "held", "")
-            queue = [m.decode() for m in await redis_client.zrange(q, 0, -1)]
+            queue = [m.decode() for m in await redis_client.zrange(q, 0, -1)]  # type: ignore[union-attr]
             assert queue[0] == head  # the killed process's waiter is at the head
             assert proc.pid is not None
             os.kill(proc.pid, signal.SIGKILL)

@@ -117,7 +117,8 @@ class MemoryConcurrency(MemoryCore):
         s = self._slots.get((spec.name, key))
         if s is None:
             return
-        removed = s.holders.pop(token, None) is not None or s.queue.pop(token, None) is not None
+        held = s.holders.pop(token, None) is not None
+        removed = s.queue.pop(token, None) is not None or held
         s.purge(self._now_us())
         if removed:
             self._notify(spec, key, s, "")
