@@ -5,6 +5,7 @@ or its exit code; every loop is bounded in time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from typing import Any
@@ -103,5 +104,32 @@ def wait_in_queue(url: str, prefix: str, lease: float, ready: Any) -> None:
                 pass
         except ConcurrencyLimited:
             pass
+
+    asyncio.run(main())
+
+
+def chaos(url: str, prefix: str, limit: int, seconds: float, tasks: int, lease: float) -> None:
+    """Calls through a ConcurrencyLimit for ``seconds``, most of them cut short at a random
+    await by a timeout (``asyncio.wait_for``, which cancels): while asking the store, while
+    queued, during the call or during the release. The benchmark kills some of these
+    processes with SIGKILL meanwhile."""
+
+    async def main() -> None:
+        store = RedisStore.from_url(url, prefix=prefix, timeout=2.0)
+        lim = ConcurrencyLimit(limit, store=store, name="chaos", lease=lease)
+        stop = time.monotonic() + seconds
+
+        async def call() -> None:
+            async with lim.acquire(timeout=1.0):
+                await asyncio.sleep(random.uniform(0.0, 0.03))
+
+        async def worker() -> None:
+            while time.monotonic() < stop:
+                with contextlib.suppress(asyncio.TimeoutError, ConcurrencyLimited):
+                    await asyncio.wait_for(call(), random.uniform(0.0005, 0.04))
+
+        await asyncio.gather(*[worker() for _ in range(tasks)])
+        await asyncio.sleep(0.5)  # releases handed to the background complete
+        await store.aclose()
 
     asyncio.run(main())
