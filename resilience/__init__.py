@@ -10,6 +10,7 @@ from pathlib import Path as _Path
 from resilience import backoff
 from resilience.errors import (
     CircuitOpen,
+    ConcurrencyLimited,
     RateLimited,
     ResilienceError,
     Retryable,
@@ -23,6 +24,7 @@ from resilience.policies.breaker import (
     StateChange,
     pybreaker_policy,
 )
+from resilience.policies.concurrency import ConcurrencyLimit
 from resilience.policies.fallback import Fallback
 from resilience.policies.hedge import Hedge
 from resilience.policies.ratelimit import Decision, SlidingWindowLimiter, all_of
@@ -59,6 +61,8 @@ __all__ = [
     "CallContext",
     "CircuitBreaker",
     "CircuitOpen",
+    "ConcurrencyLimit",
+    "ConcurrencyLimited",
     "Decision",
     "Fallback",
     "FallbackStore",

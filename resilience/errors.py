@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "CircuitOpen",
+    "ConcurrencyLimited",
     "library_error",
     "RateLimited",
     "ResilienceError",
@@ -50,6 +51,31 @@ class RateLimited(ResilienceError):
         self.retry_after = retry_after
         super().__init__(
             message or f"rate limiter {name!r}: not admitted; retry after {retry_after:.3f}s"
+        )
+
+
+class ConcurrencyLimited(RateLimited):
+    """A concurrency limit had no permit for the call in time (every permit of its key was
+    held, fleet-wide, until the call's timeout or deadline).
+
+    A :class:`RateLimited`, so code that handles refusals of a limiter handles it too.
+
+    Attributes:
+        name: the concurrency limit's name.
+        max_in_flight: the limit.
+        retry_after: ``0.0``: a permit frees when a running call ends, which no clock
+            predicts (a retrier then waits its own backoff).
+        waited: seconds the call waited in the queue before giving up.
+    """
+
+    def __init__(self, name: str, max_in_flight: int, waited: float) -> None:
+        self.max_in_flight = max_in_flight
+        self.waited = waited
+        super().__init__(
+            name,
+            0.0,
+            f"concurrency limit {name!r}: all {max_in_flight} permits in flight; "
+            f"not admitted after waiting {waited:.3f}s",
         )
 
 

@@ -16,6 +16,8 @@ SURFACE: dict[str, set[str]] = {
         "CallContext",
         "CircuitBreaker",
         "CircuitOpen",
+        "ConcurrencyLimit",
+        "ConcurrencyLimited",
         "Decision",
         "Fallback",
         "FallbackStore",
@@ -111,6 +113,7 @@ SURFACE: dict[str, set[str]] = {
     },
     "resilience.errors": {
         "CircuitOpen",
+        "ConcurrencyLimited",
         "RateLimited",
         "ResilienceError",
         "Retryable",
@@ -129,6 +132,7 @@ SURFACE: dict[str, set[str]] = {
     "resilience.policies.retry": {"Retry", "RetryBudget", "default_retryable"},
     "resilience.policies.fallback": {"Fallback", "default_trigger"},
     "resilience.policies.hedge": {"Hedge"},
+    "resilience.policies.concurrency": {"ConcurrencyLimit", "DEFAULT_LEASE", "Permit"},
     "resilience.policies.ratelimit": {
         "AllOf",
         "DEFAULT_GUARD",

@@ -17,6 +17,8 @@ the fallback mode decides instead:
     - *circuit breaker*: a local breaker with the same thresholds; a deadline the policy
       already holds locally stays in force.
     - *retry budget*: a local budget with the same ratio.
+    - *concurrency limit*: a fair share of ``max_in_flight`` (see
+      :mod:`resilience.stores._fallback_concurrency`).
 ``"allow"``
     Admit (fail open): the limiter admits, the breaker lets the call through, the budget
     grants the retry.
@@ -55,6 +57,7 @@ from typing import Any, Literal
 
 from resilience.errors import StoreUnavailable
 from resilience.stores._events import StoreObservers
+from resilience.stores._fallback_concurrency import FallbackConcurrency
 from resilience.stores._fleet import PRESENCE_INTERVAL, FleetView, fair_share
 from resilience.stores.base import (
     BreakerAction,
@@ -131,7 +134,7 @@ def with_fallback(store: Store, fallback: object = "local") -> Store:
     return fs
 
 
-class FallbackStore:
+class FallbackStore(FallbackConcurrency):
     """A store that decides through ``primary`` and, when it is unavailable, by ``mode``.
 
     See the module docs for the semantics of each mode.

@@ -44,9 +44,10 @@ writes nothing: a refused request never occupies a slot.
 policy needs to know its class: :attr:`Store.decides_locally`, :meth:`BreakerOps.breaker_tag`
 and :attr:`Store.observers` (where it reports degraded mode and fallback decisions).
 
-The protocol is split by feature (window limiter, circuit breaker, retry budget, presence); a
-store implements all of them. The conformance suite :mod:`resilience.testing.conformance`
-checks a store against this contract; the library runs it over every store it ships.
+The protocol is split by feature (window limiter, circuit breaker, retry budget, presence,
+concurrency limit); a store implements all of them. The conformance suite
+:mod:`resilience.testing.conformance` checks a store against this contract; the library runs
+it over every store it ships.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ __all__ = [
     "BreakerStateName",
     "BudgetOps",
     "BudgetResult",
+    "ConcurrencyEventCallback",
+    "ConcurrencyOps",
+    "ConcurrencyReply",
+    "ConcurrencySpec",
     "Presence",
     "PresenceOps",
     "Store",
@@ -503,12 +508,118 @@ class PresenceOps(Protocol):
 
 
 # --------------------------------------------------------------------------------------------
+# Concurrency limit  (section owned by the concurrency limit; see resilience/policies/concurrency)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencySpec:
+    """A concurrency limit, as the store needs it.
+
+    Attributes:
+        name: identifies the limit in the store (with the per-call key).
+        max_in_flight: permits held at once, fleet-wide, per key (at least 1).
+        lease_us: a permit, and a waiter's place in the queue, expires this long after it was
+            granted or last renewed (so a crashed holder or waiter frees it).
+    """
+
+    name: str
+    max_in_flight: int
+    lease_us: int
+
+
+class ConcurrencyReply(NamedTuple):
+    """The store's answer to :meth:`ConcurrencyOps.concurrency_acquire`.
+
+    Attributes:
+        granted: a permit is held, under ``token``.
+        token: the permit when granted; the waiter's ticket when queued; ``""`` when refused
+            (nothing written). ``[0-9a-z]``, as every token (upper-case marks are a wrapper's).
+        in_flight: permits held after the decision (every process's).
+        waiting: waiters queued after the decision (every process's).
+        wait_us: queued or refused: ask again no later than this (the earliest lease in the
+            store that could free a slot expires then, at most ``lease_us // 3`` from now,
+            which also renews a waiter's place); 0 when granted.
+    """
+
+    granted: bool
+    token: str
+    in_flight: int
+    waiting: int
+    wait_us: int
+
+
+#: Receives each message of :meth:`ConcurrencyOps.concurrency_subscribe`.
+ConcurrencyEventCallback = Callable[[str], None]
+
+
+@runtime_checkable
+class ConcurrencyOps(Protocol):
+    """Atomic decisions of a fleet-wide concurrency limit with a FIFO queue of waiters.
+
+    State per ``(spec.name, key)``: *holders* (token -> lease expiry) and a *queue* of waiters
+    (ticket -> arrival order, lease expiry). Every operation first forgets the holders and
+    waiters whose lease has expired (a crashed process's permits come back within one lease).
+    Waiters are served in arrival order: with ``free = max_in_flight - holders``, the waiters
+    at positions ``0 .. free-1`` of the queue may take a permit, others wait, so a newcomer
+    never overtakes a waiter. Nobody blocks in the store: a waiter asks again when it is
+    told (:meth:`concurrency_subscribe`) or when its reply's ``wait_us`` has passed.
+    """
+
+    async def concurrency_acquire(
+        self, spec: ConcurrencySpec, key: str, ticket: str, queue: bool
+    ) -> ConcurrencyReply:
+        """Take a permit for ``key`` if it is this caller's turn, else queue (or refuse).
+
+        ``ticket`` is ``""`` for a new caller, else the ticket of an earlier reply. A ticket
+        already holding a permit (a repeated call) is granted again (lease renewed). A ticket
+        in the queue is at its position; a new caller, or a ticket the store has forgotten
+        (its lease expired, the store lost its state), is placed at the tail. If the position
+        is below ``free``, the caller leaves the queue and holds a permit under its ticket
+        (a new one gets a fresh token), lease ``now + lease_us``. Otherwise, with ``queue``,
+        it stays queued (lease renewed to ``now + lease_us``) and the reply carries its
+        ticket; without ``queue`` it is refused: token ``""``, and a ticket it held leaves
+        the queue. A store that frees permits of expired leases here tells the waiters that
+        may now take them (as :meth:`concurrency_release`).
+        """
+        ...
+
+    async def concurrency_renew(self, spec: ConcurrencySpec, key: str, token: str) -> bool:
+        """Extend the lease of permit ``token`` to ``now + lease_us``. ``False`` if the store
+        did not hold it (its lease lapsed, or the store lost its state): it is then held
+        again, even above ``max_in_flight``, because the call it stands for is running."""
+        ...
+
+    async def concurrency_release(self, spec: ConcurrencySpec, key: str, token: str) -> None:
+        """Return permit ``token``, or take waiter ``token`` out of the queue. Idempotent.
+        When this frees a place, tell the waiters that may now take a permit
+        (:meth:`concurrency_subscribe`)."""
+        ...
+
+    def concurrency_subscribe(self, callback: ConcurrencyEventCallback) -> Callable[[], None]:
+        """Call ``callback`` (on the running loop) when waiters may take a permit; return a
+        function that unsubscribes it.
+
+        Messages are ``"<tag> <ticket> [<ticket> ...]"`` (these waiters of the limit named by
+        :meth:`concurrency_tag` may take a permit now) or ``"<tag> *"`` (any of its waiters
+        may). ``""`` means "messages may have been lost": every waiter should ask again.
+        Best effort: a waiter also asks again after its reply's ``wait_us``.
+        """
+        ...
+
+    def concurrency_tag(self, name: str, key: str) -> str:
+        """The ``tag`` naming limit ``name`` for ``key`` in :meth:`concurrency_subscribe`
+        messages: distinct for distinct pairs, without spaces. Pure (no I/O)."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
 # The whole protocol
 # --------------------------------------------------------------------------------------------
 
 
 @runtime_checkable
-class Store(WindowOps, BreakerOps, BudgetOps, PresenceOps, Protocol):
+class Store(WindowOps, BreakerOps, BudgetOps, PresenceOps, ConcurrencyOps, Protocol):
     """Everything a store implements: the union of the per-feature protocols above, a label
     and its capabilities (the error contract and the token rule are in the module docs)."""
 

@@ -33,7 +33,8 @@ when :func:`configure` is called or when the application installs a global provi
 - ``_events``: the events policies and stores report (``retry_*``, ``limiter_*``,
   ``breaker_*``, ``store_*``);
 - ``_outcomes``: ``error.type`` and the call's ``resilience.outcome``;
-- ``_alternatives``: what ``Fallback`` and ``Hedge`` report (``fallback_*``, the hedge spans).
+- ``_alternatives``: what ``Fallback`` and ``Hedge`` report (``fallback_*``, the hedge spans);
+- ``_concurrency``: what ``ConcurrencyLimit`` reports (``concurrency_*``).
 
 Public submodules: :mod:`~resilience.telemetry.names` (every emitted name),
 :mod:`~resilience.telemetry.aiohttp` (the aiohttp client request hook) and
@@ -53,6 +54,11 @@ from resilience.telemetry._alternatives import (
     fallback_triggered,
     hedge_settled,
     instrument_hedge,
+)
+from resilience.telemetry._concurrency import (
+    concurrency_decision,
+    concurrency_in_flight,
+    concurrency_waiting,
 )
 from resilience.telemetry._events import (
     BreakerOutcome,
@@ -84,6 +90,9 @@ __all__ = [
     "breaker_call",
     "breaker_state_change",
     "call_span",
+    "concurrency_decision",
+    "concurrency_in_flight",
+    "concurrency_waiting",
     "configure",
     "current_attempt",
     "enabled",

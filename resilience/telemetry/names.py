@@ -35,6 +35,7 @@ EVENT_CIRCUIT_BREAKER_STATE_CHANGE: Final = "resilience.circuit_breaker.state_ch
 EVENT_STORE_STATE_CHANGE: Final = "resilience.store.state_change"
 EVENT_FALLBACK_TRIGGERED: Final = "resilience.fallback.triggered"
 EVENT_FALLBACK_SERVED: Final = "resilience.fallback.served"
+EVENT_CONCURRENCY_WAITED: Final = "resilience.concurrency_limit.waited"
 
 # --- attributes ------------------------------------------------------------------------------
 ATTR_OPERATION_NAME: Final = "resilience.operation.name"
@@ -69,6 +70,9 @@ ATTR_HEDGE_NAME: Final = "resilience.hedge.name"
 ATTR_HEDGE_NUMBER: Final = "resilience.hedge.number"
 ATTR_HEDGE_WINNER: Final = "resilience.hedge.winner"
 ATTR_HEDGES: Final = "resilience.hedge.started"
+ATTR_CONCURRENCY_NAME: Final = "resilience.concurrency_limit.name"
+ATTR_CONCURRENCY_RESULT: Final = "resilience.concurrency_limit.result"
+ATTR_CONCURRENCY_WAIT_TIME: Final = "resilience.concurrency_limit.wait_time"
 #: Stable semconv attributes we reuse.
 ATTR_ERROR_TYPE: Final = "error.type"
 ATTR_CODE_FUNCTION_NAME: Final = "code.function.name"
@@ -89,6 +93,9 @@ METRIC_STORE_DEGRADED: Final = "resilience.store.degraded"
 METRIC_STORE_FALLBACK_DECISIONS: Final = "resilience.store.fallback.decisions"
 METRIC_FALLBACKS: Final = "resilience.fallbacks"
 METRIC_HEDGES: Final = "resilience.hedges"
+METRIC_CONCURRENCY_IN_FLIGHT: Final = "resilience.concurrency_limit.in_flight"
+METRIC_CONCURRENCY_WAITING: Final = "resilience.concurrency_limit.waiting"
+METRIC_CONCURRENCY_WAIT_DURATION: Final = "resilience.concurrency_limit.wait.duration"
 
 # --- attribute values ------------------------------------------------------------------------
 #: ``resilience.outcome`` of a call.
@@ -110,6 +117,10 @@ DELAY_SOURCE_RATE_LIMIT_HEADER: Final = "rate_limit_header"
 #: ``resilience.rate_limiter.result``.
 LIMITER_RESULT_ACQUIRED: Final = "acquired"
 LIMITER_RESULT_REJECTED: Final = "rejected"
+
+#: ``resilience.concurrency_limit.result``.
+CONCURRENCY_RESULT_ACQUIRED: Final = "acquired"
+CONCURRENCY_RESULT_REJECTED: Final = "rejected"
 
 #: ``resilience.fallback.reason``: why a ``Fallback`` moved on to its next alternative.
 FALLBACK_REASON_CIRCUIT_OPEN: Final = "circuit_open"

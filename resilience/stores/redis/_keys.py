@@ -18,6 +18,9 @@ Key layout (``P`` is the store's prefix)::
     P:{rb:<name>}              retry budget (hash: per-second request/retry buckets)
     P:{cb:<name>:<key>}:s      circuit breaker state (hash), :f failures (zset), :p leases
     P:breaker-events           pub/sub channel of breaker transitions (not a key)
+    P:{cc:<key>}:<name>:h      concurrency limit holders (zset), :q queue, :e waiter leases,
+                               :n arrival counter
+    P:concurrency-events       pub/sub channel of "your turn" messages to waiters (not a key)
 
 The hash tag of a limiter is its *key* (the tenant), not its name: every limiter for one tenant
 lands in one Redis Cluster slot, so ``all_of(rpm, tpm)`` is checked and charged in one script,
@@ -40,6 +43,9 @@ __all__ = [
     "breaker_tag",
     "budget_key",
     "check_prefix",
+    "concurrency_channel",
+    "concurrency_keys",
+    "concurrency_tag",
     "escape",
     "presence_key",
     "window_keys",
@@ -110,3 +116,21 @@ def breaker_channel(prefix: str) -> str:
 def breaker_tag(name: str, key: str) -> str:
     """The ``tag`` of breaker ``name`` for ``key`` in :func:`breaker_channel` messages."""
     return f"cb:{escape(name)}:{escape(key)}"
+
+
+def concurrency_keys(prefix: str, name: str, key: str) -> tuple[str, str, str, str]:
+    """The (holders, queue, waiter leases, arrival counter) keys of concurrency limit
+    ``name`` for ``key`` (one hash tag per tenant key, as the limiter's)."""
+    base = f"{prefix}:{{cc:{escape(key)}}}:{escape(name)}"
+    return base + ":h", base + ":q", base + ":e", base + ":n"
+
+
+def concurrency_channel(prefix: str) -> str:
+    """The pub/sub channel on which the concurrency scripts tell waiters it is their turn."""
+    return f"{prefix}:concurrency-events"
+
+
+def concurrency_tag(name: str, key: str) -> str:
+    """The ``tag`` of concurrency limit ``name`` for ``key`` in :func:`concurrency_channel`
+    messages (``escape`` emits neither spaces nor colons)."""
+    return f"cc:{escape(key)}:{escape(name)}"

@@ -30,8 +30,8 @@ For assertion details in failures, have pytest rewrite the suite's asserts: put
 
 The parts, to run only some: :class:`WindowConformance`, :class:`SettleConformance` (reserve,
 settle, refund), :class:`BreakerConformance`, :class:`BudgetConformance`,
-:class:`PresenceConformance` and :class:`ContractConformance` (capabilities, tokens, the error
-contract, pushed transitions). This package imports pytest:
+:class:`PresenceConformance`, :class:`ConcurrencyConformance` and :class:`ContractConformance`
+(capabilities, tokens, the error contract, pushed transitions). This package imports pytest:
 import it from tests only.
 """
 
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from resilience.testing.conformance._breaker import BreakerConformance
 from resilience.testing.conformance._budget import BudgetConformance
+from resilience.testing.conformance._concurrency import ConcurrencyConformance
 from resilience.testing.conformance._contract import ContractConformance
 from resilience.testing.conformance._presence import PresenceConformance
 from resilience.testing.conformance._settle import SettleConformance
@@ -47,6 +48,7 @@ from resilience.testing.conformance._window import WindowConformance
 __all__ = [
     "BreakerConformance",
     "BudgetConformance",
+    "ConcurrencyConformance",
     "ContractConformance",
     "PresenceConformance",
     "SettleConformance",
@@ -62,6 +64,7 @@ class StoreConformance(
     BreakerConformance,
     BudgetConformance,
     PresenceConformance,
+    ConcurrencyConformance,
 ):
     """Every conformance test: subclass it as ``Test...`` and give it a ``store`` fixture
     (and optionally ``unavailable_store``; see the module docs)."""
