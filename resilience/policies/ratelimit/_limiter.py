@@ -76,6 +76,7 @@ from resilience.policies.ratelimit._decision import (
 from resilience.policies.ratelimit._execute import execute
 from resilience.policies.ratelimit._follow import Follower, quota_names
 from resilience.policies.ratelimit._guard import DEFAULT_GUARD, AutoGuard, adapt, widened
+from resilience.policies.ratelimit._reserve import wait_slot
 from resilience.policies.ratelimit._reserving import Reserving, SettleFn, check_settle
 from resilience.stores import FallbackMode, with_fallback
 from resilience.stores.base import Store, WindowLimit
@@ -190,6 +191,14 @@ class _WindowPolicy(Reserving, PolicyBase):
     async def _acquire(
         self, key: str, costs: tuple[int, ...], max_wait_us: int, ctx: CallContext | None
     ) -> Decision:
+        remaining, _, _ = await self._take(key, costs, max_wait_us, ctx)
+        return _decision((True, remaining, 0.0))
+
+    async def _take(
+        self, key: str, costs: tuple[int, ...], max_wait_us: int, ctx: CallContext | None
+    ) -> tuple[int, str, tuple[WindowLimit, ...]]:
+        """Admit ``costs`` (waiting for a reserved slot, woken early by settles, re-checking a
+        pause on waking); ``(remaining, token, the limits it was admitted under)``."""
         observed = (ctx is None or ctx.observed) and telemetry.enabled()
         started = time.monotonic() if observed or max_wait_us > 0 else 0.0
         waited = 0.0
@@ -212,7 +221,7 @@ class _WindowPolicy(Reserving, PolicyBase):
                 break
             waited += wait_us / 1e6
             try:
-                await asyncio.sleep(wait_us / 1e6)
+                await wait_slot(self, limits, key, costs, token, wait_us)
                 if self._limits is not limits:  # the guard moved while this caller slept
                     await asyncio.sleep(widened(limits, self._limits))
                 paused = await self._paused(key)
@@ -235,7 +244,7 @@ class _WindowPolicy(Reserving, PolicyBase):
                 wait=waited,
                 duration=time.monotonic() - started,
             )
-        return _decision((True, remaining, 0.0))
+        return remaining, token, limits
 
     async def _paused(self, key: str) -> int:
         try:

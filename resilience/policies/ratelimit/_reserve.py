@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from resilience import telemetry
 from resilience.errors import (
     CircuitOpen,
     RateLimited,
@@ -46,7 +44,6 @@ from resilience.pipeline import CallContext
 from resilience.policies._validate import (
     MAX_LIMIT,
 )
-from resilience.policies.ratelimit._guard import widened
 from resilience.stores.base import WindowLimit
 
 if TYPE_CHECKING:
@@ -253,52 +250,9 @@ class Reserve:
         self.reservation: Reservation | None = None
 
     async def __aenter__(self) -> Reservation:
-        p, key, costs, ctx = self._policy, self._key, self._costs, self._ctx
-        observed = (ctx is None or ctx.observed) and telemetry.enabled()
-        started = time.monotonic()
-        max_wait_us = self._max_wait_us
-        waited = False
-        while True:  # as SlidingWindowLimiter._acquire, with the wake-ups of settles
-            limits = p._limits
-            allowed, _, wait_us, token = await p.store.window_acquire(
-                limits, key, costs, max_wait_us
-            )
-            if not allowed:
-                if observed:
-                    telemetry.limiter_decision(
-                        ctx,
-                        limiter=p.name,
-                        result="rejected",
-                        wait=0.0,
-                        duration=time.monotonic() - started,
-                    )
-                raise RateLimited(p.name, wait_us / 1e6)
-            if wait_us <= 0:
-                break
-            waited = True
-            try:
-                await _wait_slot(p, limits, key, costs, token, wait_us)
-                if p._limits is not limits:  # the guard moved while this caller slept
-                    await asyncio.sleep(widened(limits, p._limits))
-                paused = await p._paused(key)
-            except asyncio.CancelledError:
-                await p._release(key, costs, token)
-                raise
-            if paused <= 0:
-                break
-            # A pause landed while this caller slept: reserve again, after it.
-            await p._release(key, costs, token)
-            if max_wait_us < _FOREVER_US:
-                max_wait_us = max(max_wait_us - int((time.monotonic() - started) * 1e6), 0)
-        if observed:
-            telemetry.limiter_decision(
-                ctx,
-                limiter=p.name,
-                result="waited" if waited else "admitted",
-                wait=time.monotonic() - started if waited else 0.0,
-                duration=time.monotonic() - started,
-            )
-        self.reservation = Reservation(p, limits, key, costs, token)
+        p = self._policy
+        _, token, limits = await p._take(self._key, self._costs, self._max_wait_us, self._ctx)
+        self.reservation = Reservation(p, limits, self._key, self._costs, token)
         return self.reservation
 
     async def __aexit__(
@@ -312,7 +266,7 @@ class Reserve:
             await r.refund()  # runs to its end even if this task is cancelled meanwhile
 
 
-async def _wait_slot(
+async def wait_slot(
     p: Reserving,
     limits: tuple[WindowLimit, ...],
     key: str,
@@ -320,8 +274,10 @@ async def _wait_slot(
     token: str,
     wait_us: int,
 ) -> None:
-    """Sleep until the reserved slot; when a settle of this process frees units of these
-    quotas, move the reservation earlier (``window_advance``) and sleep until the new slot."""
+    """Sleep until the reserved slot (``wait_us`` from now); when a settle of this process
+    frees units of these quotas, move the reservation earlier (``window_advance``) and sleep
+    until the new slot. Every waiter of a limiter sleeps here: a plain ``acquire`` as well as
+    a ``reserve``."""
     loop = asyncio.get_running_loop()
     due = loop.time() + wait_us / 1e6
     woken = asyncio.Event()

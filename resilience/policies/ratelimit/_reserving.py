@@ -52,6 +52,11 @@ class Reserving:
     def _call_costs(self, ctx: CallContext) -> tuple[int, ...]:
         raise NotImplementedError  # pragma: no cover
 
+    async def _take(
+        self, key: str, costs: tuple[int, ...], max_wait_us: int, ctx: CallContext | None
+    ) -> tuple[int, str, tuple[WindowLimit, ...]]:
+        raise NotImplementedError  # pragma: no cover (see _WindowPolicy)
+
     async def _release(self, key: str, costs: tuple[int, ...], token: str) -> None:
         # Shielded, best effort: if it is lost, capacity is wasted until the entry leaves its
         # window, never over-admitted. Called while a CancelledError propagates: nothing

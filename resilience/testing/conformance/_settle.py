@@ -142,6 +142,18 @@ class SettleConformance:
         assert not (await lim.try_acquire(cost=11)).allowed  # 40 + 50 of 100 remain charged
         assert (await lim.try_acquire(cost=10)).allowed
 
+    async def test_reserve_settle_wakes_a_plain_acquire_too(self, store: Store) -> None:
+        # A caller of acquire() (or a decorated call) waits in the same place as a reserve.
+        lim = SlidingWindowLimiter(100, 20.0, store=store, name="wake-plain", guard=0)
+        t0 = time.monotonic()
+        async with lim.reserve(100) as r:
+            queued = asyncio.create_task(lim.acquire(cost=50))
+            await asyncio.sleep(0.2)
+            assert not queued.done()
+            await r.settle(40)
+            await asyncio.wait_for(queued, 5.0)
+        assert time.monotonic() - t0 < 5.0
+
     async def test_all_of_reserve_takes_a_mapping(self, store: Store) -> None:
         tin = SlidingWindowLimiter(1000, 20.0, store=store, name="tin", guard=0)
         rpm = SlidingWindowLimiter(5, 20.0, store=store, name="rpm", guard=0)
