@@ -22,6 +22,8 @@ from resilience.stores._fallback import (
 )
 from resilience.stores._text import check_text
 from resilience.stores.base import (
+    MAX_AUDIT_ENTRIES,
+    MAX_REGISTRY_KEYS,
     MAX_TOKEN_LENGTH,
     MAX_WEIGHT,
     BreakerAction,
@@ -35,6 +37,10 @@ from resilience.stores.base import (
     BudgetResult,
     Presence,
     PresenceOps,
+    RegistryEntry,
+    RegistryEventCallback,
+    RegistryKind,
+    RegistryOps,
     Store,
     WindowLimit,
     WindowOps,
@@ -45,6 +51,8 @@ from resilience.stores.redis import RedisStore
 
 __all__ = [
     "FALLBACK_MODES",
+    "MAX_AUDIT_ENTRIES",
+    "MAX_REGISTRY_KEYS",
     "MAX_TOKEN_LENGTH",
     "MAX_WEIGHT",
     "BreakerAction",
@@ -62,6 +70,10 @@ __all__ = [
     "Presence",
     "PresenceOps",
     "RedisStore",
+    "RegistryEntry",
+    "RegistryEventCallback",
+    "RegistryKind",
+    "RegistryOps",
     "Store",
     "StoreEvents",
     "StoreObservers",
