@@ -106,8 +106,6 @@ class FallbackRegistry:
         r: tuple[int, ...] = await self._registry("registry_usage")(limits, key)
         return r
 
-    async def registry_clear(
-        self, limits: Sequence[WindowLimit], key: str, *, log: bool
-    ) -> None:
+    async def registry_clear(self, limits: Sequence[WindowLimit], key: str, *, log: bool) -> None:
         """See :meth:`resilience.stores.base.RegistryOps.registry_clear` (the primary's)."""
         await self._registry("registry_clear")(limits, key, log=log)

@@ -548,9 +548,7 @@ class RegistryOps(Protocol):
         and reserved slots ahead). A read."""
         ...
 
-    async def registry_clear(
-        self, limits: Sequence[WindowLimit], key: str, *, log: bool
-    ) -> None:
+    async def registry_clear(self, limits: Sequence[WindowLimit], key: str, *, log: bool) -> None:
         """Lift ``key``'s penalty under these limits; with ``log``, also forget its log (a
         reset: the key starts empty)."""
         ...

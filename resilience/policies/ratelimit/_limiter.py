@@ -51,6 +51,7 @@ from resilience import telemetry
 from resilience.errors import RateLimited, ResilienceError, library_error
 from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
 from resilience.policies._hints import requested_wait
+from resilience.policies._registry import Registered, held_off, note_limiter
 from resilience.policies._validate import (
     MAX_LIMIT,
     MAX_SECONDS,
@@ -67,6 +68,7 @@ from resilience.policies.ratelimit._decision import (
     CostSpec,
     Decision,
     LocalAdmit,
+    _call_costs,
     _check_cost_spec,
     _decision,
     _finish,
@@ -88,7 +90,7 @@ _FOREVER_US = 10**15
 _MIN_WINDOW = 1e-6
 
 
-class _WindowPolicy(PolicyBase):
+class _WindowPolicy(Registered, PolicyBase):
     """What a single limiter and a combination of limiters share: the whole public behaviour."""
 
     name: str
@@ -134,18 +136,6 @@ class _WindowPolicy(PolicyBase):
                 raise ValueError(f"cost must be <= limit ({lim.limit}) of {lim.name!r}, got {c}")
         return costs
 
-    def _call_costs(self, ctx: CallContext) -> tuple[int, ...]:
-        """Per-limit costs of a protected call, from each limiter's ``cost`` option."""
-        costs = []
-        for spec, lim in zip(self._cost_specs, self._limits, strict=True):
-            c = spec if isinstance(spec, int) else spec(*ctx.args, **ctx.kwargs)
-            if c is not spec:
-                positive_int("cost", c)
-                if c > lim.limit:
-                    raise ValueError(f"cost must be <= limit ({lim.limit}), got {c}")
-            costs.append(c)
-        return tuple(costs)
-
     async def try_acquire(
         self, key: str | None = None, cost: int | Mapping[str, int] = 1
     ) -> Decision:
@@ -153,8 +143,11 @@ class _WindowPolicy(PolicyBase):
 
         ``key``: a str, or ``None`` for the default key; anything else is a ``TypeError``.
         """
+        k = call_key(key)
+        if (k not in self._seen or self._held_until) and (held := note_limiter(self, k)) > 0:
+            return _decision((False, 0, held))
         allowed, remaining, wait_us, _ = await self.store.window_acquire(
-            self._limits, call_key(key), self._costs(cost), -1
+            self._limits, k, self._costs(cost), -1
         )
         return _decision((allowed, remaining, 0.0 if allowed else wait_us / 1e6))
 
@@ -190,6 +183,8 @@ class _WindowPolicy(PolicyBase):
         observed = (ctx is None or ctx.observed) and telemetry.enabled()
         started = time.monotonic() if observed or max_wait_us > 0 else 0.0
         waited = 0.0
+        if key not in self._seen or self._held_until:  # registry; an operator's hold
+            max_wait_us = await held_off(self, key, max_wait_us)
         while True:
             limits = self._limits
             allowed, remaining, wait_us, token = await self.store.window_acquire(
@@ -281,13 +276,14 @@ class _WindowPolicy(PolicyBase):
             key = spec  # checked at construction
         else:
             key = call_key(resolve_key(spec, ctx), "key returned by the key callable")
-        costs = self._static_costs or self._call_costs(ctx)
+        costs = self._static_costs or _call_costs(self._cost_specs, self._limits, ctx)
         # The happy path on a local store: room now, admitted without a coroutine (nothing to
         # wait for, nothing to release, no telemetry to record). Anything else (a wait, a
         # refusal, telemetry on, a shared store) goes through the store's window_acquire.
         admit = self._admit
         admitted: bool | None = False
-        if admit is not None and not ctx.observed:
+        # (A key new to the registry, or an operator's hold of the name: via _acquire.)
+        if admit is not None and not ctx.observed and key in self._seen and not self._held_until:
             admitted = admit(self._limits, key, costs)
             if admitted is None:  # the store's turn to let the event loop run
                 await asyncio.sleep(0)

@@ -130,9 +130,7 @@ class MemoryRegistry(MemoryCore):
             out.append(used)
         return tuple(out)
 
-    async def registry_clear(
-        self, limits: Sequence[WindowLimit], key: str, *, log: bool
-    ) -> None:
+    async def registry_clear(self, limits: Sequence[WindowLimit], key: str, *, log: bool) -> None:
         """See :meth:`resilience.stores.base.RegistryOps.registry_clear`."""
         for lim in limits:
             if log:

@@ -140,8 +140,6 @@ class RedisRegistry(RedisCore):
         r = await self._eval("registry_usage", self._limit_keys(limits, key), args)
         return tuple(int(x) for x in r)
 
-    async def registry_clear(
-        self, limits: Sequence[WindowLimit], key: str, *, log: bool
-    ) -> None:
+    async def registry_clear(self, limits: Sequence[WindowLimit], key: str, *, log: bool) -> None:
         """See :meth:`resilience.stores.base.RegistryOps.registry_clear`."""
         await self._eval("registry_clear", self._limit_keys(limits, key), ["1" if log else "0"])
