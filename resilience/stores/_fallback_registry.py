@@ -15,9 +15,11 @@ from typing import Any
 
 from resilience.errors import ResilienceError
 from resilience.stores.base import (
+    BreakerSpec,
     RegistryEntry,
     RegistryEventCallback,
     RegistryKind,
+    Store,
     WindowLimit,
 )
 
@@ -33,7 +35,7 @@ def _no_op() -> None:
 class FallbackRegistry:
     """Mixed into :class:`resilience.FallbackStore` (which sets ``primary`` and ``label``)."""
 
-    primary: Any
+    primary: Store
     label: str
     _registry_warned: bool = False
 
@@ -100,6 +102,19 @@ class FallbackRegistry:
         """See :meth:`resilience.stores.base.RegistryOps.registry_audit_read`."""
         r: tuple[str, ...] = await self._registry("registry_audit_read")(count)
         return r
+
+    async def registry_members(
+        self, names: Sequence[str], key: str, ttl_us: int
+    ) -> tuple[tuple[str, ...], ...]:
+        """See :meth:`resilience.stores.base.RegistryOps.registry_members` (the primary's)."""
+        r: tuple[tuple[str, ...], ...] = await self._registry("registry_members")(
+            names, key, ttl_us
+        )
+        return r
+
+    async def registry_probes(self, spec: BreakerSpec, key: str) -> int:
+        """See :meth:`resilience.stores.base.RegistryOps.registry_probes` (the primary's)."""
+        return int(await self._registry("registry_probes")(spec, key))
 
     async def registry_usage(self, limits: Sequence[WindowLimit], key: str) -> tuple[int, ...]:
         """See :meth:`resilience.stores.base.RegistryOps.registry_usage` (the primary's)."""

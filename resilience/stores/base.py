@@ -543,6 +543,19 @@ class RegistryOps(Protocol):
         """The newest ``count`` audit entries, newest first."""
         ...
 
+    async def registry_members(
+        self, names: Sequence[str], key: str, ttl_us: int
+    ) -> tuple[tuple[str, ...], ...]:
+        """Per limiter name, the deciders that announced it for ``key`` within the last
+        ``ttl_us`` (:meth:`PresenceOps.presence_announce`), sorted; a read that announces no
+        one. A store private to one process answers no one (``()`` per name)."""
+        ...
+
+    async def registry_probes(self, spec: BreakerSpec, key: str) -> int:
+        """Probe permits of breaker ``spec.name`` for ``key`` whose lease has not expired (a
+        read: ``probes out`` of a half-open breaker)."""
+        ...
+
     async def registry_usage(self, limits: Sequence[WindowLimit], key: str) -> tuple[int, ...]:
         """Per limit, the units of ``key``'s log that count now (admitted within the window,
         and reserved slots ahead). A read."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from resilience.stores.base import (
     MAX_AUDIT_ENTRIES,
     MAX_REGISTRY_KEYS,
+    BreakerSpec,
     RegistryEntry,
     RegistryEventCallback,
     RegistryKind,
@@ -23,6 +24,7 @@ from resilience.stores.base import (
 from resilience.stores.memory._core import MemoryCore
 
 if TYPE_CHECKING:
+    from resilience.stores.memory._breaker import _Breaker
     from resilience.stores.memory._window import _Log
 
 __all__ = ["MemoryRegistry"]
@@ -43,6 +45,7 @@ class MemoryRegistry(MemoryCore):
     """Registry entries, holds and audit entries in process memory."""
 
     _logs: dict[tuple[str, str], _Log]  # the window's logs (MemoryWindow)
+    _breakers: dict[tuple[str, str], _Breaker]  # the breakers (MemoryBreaker)
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -112,6 +115,19 @@ class MemoryRegistry(MemoryCore):
     async def registry_audit_read(self, count: int) -> tuple[str, ...]:
         """See :meth:`resilience.stores.base.RegistryOps.registry_audit_read`."""
         return tuple(self._audit)[: max(count, 0)]
+
+    async def registry_members(
+        self, names: Sequence[str], key: str, ttl_us: int
+    ) -> tuple[tuple[str, ...], ...]:
+        """See :meth:`resilience.stores.base.RegistryOps.registry_members` (no one: the
+        store is private to this process)."""
+        return ((),) * len(names)
+
+    async def registry_probes(self, spec: BreakerSpec, key: str) -> int:
+        """See :meth:`resilience.stores.base.RegistryOps.registry_probes`."""
+        b = self._breakers.get((spec.name, key))
+        now = self._now_us()
+        return 0 if b is None else sum(1 for exp in b.leases.values() if exp > now)
 
     async def registry_usage(self, limits: Sequence[WindowLimit], key: str) -> tuple[int, ...]:
         """See :meth:`resilience.stores.base.RegistryOps.registry_usage`."""

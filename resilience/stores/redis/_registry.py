@@ -24,6 +24,7 @@ from redis.asyncio.cluster import RedisCluster
 from resilience.stores.base import (
     MAX_AUDIT_ENTRIES,
     MAX_REGISTRY_KEYS,
+    BreakerSpec,
     RegistryEntry,
     RegistryEventCallback,
     RegistryKind,
@@ -31,6 +32,8 @@ from resilience.stores.base import (
 )
 from resilience.stores.redis._core import RedisCore, as_str
 from resilience.stores.redis._keys import (
+    breaker_keys,
+    presence_key,
     registry_channel,
     registry_key,
     registry_keys_key,
@@ -133,6 +136,19 @@ class RedisRegistry(RedisCore):
         """See :meth:`resilience.stores.base.RegistryOps.registry_audit_read`."""
         r = await self._eval("registry_audit_read", [self._reg("a")], [max(int(count), 0)])
         return tuple(as_str(x) for x in r)
+
+    async def registry_members(
+        self, names: Sequence[str], key: str, ttl_us: int
+    ) -> tuple[tuple[str, ...], ...]:
+        """See :meth:`resilience.stores.base.RegistryOps.registry_members`."""
+        keys = [presence_key(self.prefix, n, key) for n in names]
+        r = await self._eval("registry_members", keys, [ttl_us])
+        return tuple(tuple(sorted(as_str(m) for m in ms)) for ms in r)
+
+    async def registry_probes(self, spec: BreakerSpec, key: str) -> int:
+        """See :meth:`resilience.stores.base.RegistryOps.registry_probes`."""
+        leases = breaker_keys(self.prefix, spec.name, key)[2]
+        return int(await self._eval("registry_probes", [leases], []))
 
     async def registry_usage(self, limits: Sequence[WindowLimit], key: str) -> tuple[int, ...]:
         """See :meth:`resilience.stores.base.RegistryOps.registry_usage`."""
