@@ -29,8 +29,9 @@ For assertion details in failures, have pytest rewrite the suite's asserts: put
 ``pytest.register_assert_rewrite("resilience.testing.conformance")`` in your ``conftest.py``.
 
 The parts, to run only some: :class:`WindowConformance`, :class:`BreakerConformance`,
-:class:`BudgetConformance`, :class:`PresenceConformance` and :class:`ContractConformance`
-(capabilities, tokens, the error contract, pushed transitions). This package imports pytest:
+:class:`BudgetConformance`, :class:`PresenceConformance`, :class:`RegistryConformance` (the
+optional registry of the operator tools: skipped for a store without one) and
+:class:`ContractConformance` (capabilities, tokens, the error contract, pushed transitions). This package imports pytest:
 import it from tests only.
 """
 
@@ -40,6 +41,7 @@ from resilience.testing.conformance._breaker import BreakerConformance
 from resilience.testing.conformance._budget import BudgetConformance
 from resilience.testing.conformance._contract import ContractConformance
 from resilience.testing.conformance._presence import PresenceConformance
+from resilience.testing.conformance._registry import RegistryConformance
 from resilience.testing.conformance._window import WindowConformance
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "BudgetConformance",
     "ContractConformance",
     "PresenceConformance",
+    "RegistryConformance",
     "StoreConformance",
     "WindowConformance",
 ]
@@ -58,6 +61,7 @@ class StoreConformance(
     BreakerConformance,
     BudgetConformance,
     PresenceConformance,
+    RegistryConformance,
 ):
     """Every conformance test: subclass it as ``Test...`` and give it a ``store`` fixture
     (and optionally ``unavailable_store``; see the module docs)."""
