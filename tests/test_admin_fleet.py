@@ -65,7 +65,9 @@ class Fleet:
             assert time.monotonic() < deadline, "the fleet did not get there in time"
             await asyncio.sleep(0.02)
 
-    def calls(self, after: float, before: float = float("inf"), key: str | None = None) -> list[Event]:
+    def calls(
+        self, after: float, before: float = float("inf"), key: str | None = None
+    ) -> list[Event]:
         return [e for e in self.drain() if after < e[0] < before and key in (None, e[2])]
 
 
@@ -110,7 +112,8 @@ async def test_an_operator_open_stops_the_upstream_fleet_wide(
     st = await admin.status(store)
     assert time.time() - opened < 1.0
     (b,) = st.breakers
-    assert b.keys[0].state == "open" and 28 < b.keys[0].open_for <= 30
+    assert b.keys[0].state == "open"
+    assert 28 < b.keys[0].open_for <= 30
     await asyncio.sleep(1.5)
     # state_refresh=0.5 s: the refresh bound; pushed, it is a few milliseconds.
     assert fleet.calls(after=opened + 0.5) == []
@@ -138,9 +141,12 @@ async def test_a_pause_by_name_holds_every_process_off_every_key_new_ones_too(
     st = await admin.status(store)
     assert time.time() - paused < 1.0
     (lim,) = st.limiters
-    assert lim.name == "api" and 28 < lim.held_for <= 30
-    assert [k.key for k in lim.keys] == ["early"] and lim.keys[0].paused_for > 28
-    assert {p.limiters for p in st.processes} == {("api",)} and len(st.processes) == 2
+    assert lim.name == "api"
+    assert 28 < lim.held_for <= 30
+    assert [k.key for k in lim.keys] == ["early"]
+    assert lim.keys[0].paused_for > 28
+    assert {p.limiters for p in st.processes} == {("api",)}
+    assert len(st.processes) == 2
     await asyncio.sleep(1.5)
     assert fleet.calls(after=paused + 0.3) == []
 
@@ -157,7 +163,8 @@ async def test_a_pause_by_name_holds_every_process_off_every_key_new_ones_too(
 
     await fleet.wait_for(both_on_both, within=2.0)
     (lim,) = (await admin.status(store)).limiters
-    assert lim.held_for == 0 and all(k.paused_for == 0 for k in lim.keys)
+    assert lim.held_for == 0
+    assert all(k.paused_for == 0 for k in lim.keys)
 
 
 async def test_a_pause_of_one_key_holds_only_that_key(

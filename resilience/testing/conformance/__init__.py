@@ -31,8 +31,8 @@ For assertion details in failures, have pytest rewrite the suite's asserts: put
 The parts, to run only some: :class:`WindowConformance`, :class:`BreakerConformance`,
 :class:`BudgetConformance`, :class:`PresenceConformance`, :class:`RegistryConformance` (the
 optional registry of the operator tools: skipped for a store without one) and
-:class:`ContractConformance` (capabilities, tokens, the error contract, pushed transitions). This package imports pytest:
-import it from tests only.
+:class:`ContractConformance` (capabilities, tokens, the error contract, pushed
+transitions). This package imports pytest: import it from tests only.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ class RegistryConformance:
             assert await s.registry_hold("api", 30 * S) == 30 * S
             assert await s.registry_hold("api", 10 * S) == 10 * S  # replaced, not extended
             holds = await s.registry_holds()
-            assert list(holds) == ["api"] and 9 * S < holds["api"] <= 10 * S
+            assert list(holds) == ["api"]
+            assert 9 * S < holds["api"] <= 10 * S
             await s.registry_hold("short", S // 5)
             await asyncio.sleep(0.3)
             assert list(await s.registry_holds()) == ["api"]  # ended holds are not listed
@@ -97,9 +98,7 @@ class RegistryConformance:
         assert await s.registry_audit_read(2) == ('{"n": 2}', '{"n": 1}')
         assert len(await s.registry_audit_read(10)) == 3
 
-    async def test_usage_counts_weights_and_reservations_and_clear_lifts(
-        self, store: Any
-    ) -> None:
+    async def test_usage_counts_weights_and_reservations_and_clear_lifts(self, store: Any) -> None:
         """Usage: the weight of the entries that count now, reservations ahead included.
         ``clear`` lifts the penalty and keeps the log; with ``log`` it forgets both."""
         s = _registry(store)
