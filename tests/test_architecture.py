@@ -179,6 +179,11 @@ def _reaches(graph: dict[str, set[str]], start: str) -> set[str]:
             "resilience.telemetry",
             ("resilience.policies", "resilience.stores", "resilience.pipeline"),
         ),
+        # The operator tools read what policies registered through the store, never them.
+        (
+            "resilience.admin",
+            ("resilience.policies", "resilience.pipeline", "resilience.telemetry"),
+        ),
         # Policies never reach into a concrete store's internals.
         ("resilience.policies", ("resilience.stores.redis", "resilience.stores.memory")),
     ],

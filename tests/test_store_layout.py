@@ -27,6 +27,8 @@ PUBLIC_MODULES = {
 
 PUBLIC_SURFACE = {
     "FALLBACK_MODES",
+    "MAX_AUDIT_ENTRIES",
+    "MAX_REGISTRY_KEYS",
     "MAX_TOKEN_LENGTH",
     "MAX_WEIGHT",
     "BreakerAction",
@@ -48,6 +50,10 @@ PUBLIC_SURFACE = {
     "Presence",
     "PresenceOps",
     "RedisStore",
+    "RegistryEntry",
+    "RegistryEventCallback",
+    "RegistryKind",
+    "RegistryOps",
     "Store",
     "StoreEvents",
     "StoreObservers",

@@ -8,16 +8,22 @@ import os
 import sys
 from collections.abc import Sequence
 
-__all__ = ["build_parser", "main"]
+__all__ = ["add_demo", "build_parser", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``resilience`` command's argument parser."""
+    """An argument parser with the ``demo`` command only (``resilience.__main__`` adds the
+    operator commands)."""
     parser = argparse.ArgumentParser(
         prog="resilience",
         description="resilience: asyncio resilience for fleets of workers.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    add_demo(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``demo`` command to the subcommands ``sub``."""
     demo = sub.add_parser(
         "demo",
         help="replay the 429 story: the blog's naive code, then the resilience pipeline",
@@ -67,14 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument("--verbose", action="store_true", help="log every retry on stderr")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m resilience`` and of the ``resilience`` console script."""
-    args = build_parser().parse_args(argv)
-    if args.command != "demo":  # pragma: no cover - argparse enforces the choice
-        return 2
+    """Run ``resilience demo`` with ``argv`` (the arguments after the program's name)."""
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``demo`` command parsed into ``args``."""
     try:
         from resilience.demo.fleet import DemoConfig, Mode, run_demo
         from resilience.demo.report import Progress, render_json, render_table

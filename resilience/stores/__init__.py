@@ -22,6 +22,8 @@ from resilience.stores._fallback import (
 )
 from resilience.stores._text import check_text
 from resilience.stores.base import (
+    MAX_AUDIT_ENTRIES,
+    MAX_REGISTRY_KEYS,
     MAX_TOKEN_LENGTH,
     MAX_WEIGHT,
     BreakerAction,
@@ -39,6 +41,10 @@ from resilience.stores.base import (
     ConcurrencySpec,
     Presence,
     PresenceOps,
+    RegistryEntry,
+    RegistryEventCallback,
+    RegistryKind,
+    RegistryOps,
     Store,
     WindowLimit,
     WindowOps,
@@ -49,6 +55,8 @@ from resilience.stores.redis import RedisStore
 
 __all__ = [
     "FALLBACK_MODES",
+    "MAX_AUDIT_ENTRIES",
+    "MAX_REGISTRY_KEYS",
     "MAX_TOKEN_LENGTH",
     "MAX_WEIGHT",
     "BreakerAction",
@@ -70,6 +78,10 @@ __all__ = [
     "Presence",
     "PresenceOps",
     "RedisStore",
+    "RegistryEntry",
+    "RegistryEventCallback",
+    "RegistryKind",
+    "RegistryOps",
     "Store",
     "StoreEvents",
     "StoreObservers",

@@ -58,6 +58,7 @@ from typing import Any, Literal
 from resilience.errors import StoreUnavailable
 from resilience.stores._events import StoreObservers
 from resilience.stores._fallback_concurrency import FallbackConcurrency
+from resilience.stores._fallback_registry import FallbackRegistry
 from resilience.stores._fleet import PRESENCE_INTERVAL, FleetView, fair_share
 from resilience.stores.base import (
     BreakerAction,
@@ -134,7 +135,7 @@ def with_fallback(store: Store, fallback: object = "local") -> Store:
     return fs
 
 
-class FallbackStore(FallbackConcurrency):
+class FallbackStore(FallbackConcurrency, FallbackRegistry):
     """A store that decides through ``primary`` and, when it is unavailable, by ``mode``.
 
     See the module docs for the semantics of each mode.

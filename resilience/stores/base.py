@@ -52,13 +52,15 @@ it over every store it ships.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from resilience.stores._events import StoreObservers
 
 __all__ = [
+    "MAX_AUDIT_ENTRIES",
+    "MAX_REGISTRY_KEYS",
     "MAX_TOKEN_LENGTH",
     "MAX_WEIGHT",
     "BreakerAction",
@@ -76,6 +78,10 @@ __all__ = [
     "ConcurrencySpec",
     "Presence",
     "PresenceOps",
+    "RegistryEntry",
+    "RegistryEventCallback",
+    "RegistryKind",
+    "RegistryOps",
     "Store",
     "WindowLimit",
     "WindowOps",
@@ -610,6 +616,118 @@ class ConcurrencyOps(Protocol):
     def concurrency_tag(self, name: str, key: str) -> str:
         """The ``tag`` naming limit ``name`` for ``key`` in :meth:`concurrency_subscribe`
         messages: distinct for distinct pairs, without spaces. Pure (no I/O)."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# Registry and operator reads  (section owned by the operator tools; see resilience/admin)
+# --------------------------------------------------------------------------------------------
+
+#: What a registry entry describes: a policy kind.
+RegistryKind = Literal["limiter", "breaker", "budget", "concurrency"]
+#: Receives each registry message of :meth:`RegistryOps.registry_subscribe`.
+RegistryEventCallback = Callable[[str], None]
+#: The most keys a registry entry keeps (the most recently seen).
+MAX_REGISTRY_KEYS = 1000
+#: The most audit entries a store keeps (the newest).
+MAX_AUDIT_ENTRIES = 1000
+
+
+class RegistryEntry(NamedTuple):
+    """One policy a store has seen, as :meth:`RegistryOps.registry_list` returns it.
+
+    Attributes:
+        kind: ``"limiter"``, ``"breaker"``, ``"budget"`` or ``"concurrency"``.
+        name: the policy's name in the store.
+        settings: integers the operator tools need (durations in microseconds), as the
+            policy last registered them: a limiter's ``limit`` and ``window_us``, a
+            breaker's :class:`BreakerSpec` fields, a budget's ``ratio_ppm``, ``reserve`` and
+            ``window_s``.
+        keys: the keys the policy used, most recently seen first, at most
+            :data:`MAX_REGISTRY_KEYS`; kept after their state keys expired (an idle limiter is
+            still listed).
+        age_us: microseconds since the entry was last registered (store clock).
+    """
+
+    kind: RegistryKind
+    name: str
+    settings: Mapping[str, int]
+    keys: tuple[str, ...]
+    age_us: int
+
+
+@runtime_checkable
+class RegistryOps(Protocol):
+    """What exists in a store, and the reads and writes of the operator tools.
+
+    Optional: every policy works with a store that lacks this section (they register through
+    it only when the store has :meth:`registry_put`); :mod:`resilience.admin` and the
+    ``resilience`` command need it. Policies write the registry cheaply: once per process
+    per ``(kind, name)``, and the keys they see in batches, in the background, never on a
+    call's path, so a registry write never fails or delays a call.
+    """
+
+    async def registry_put(
+        self, kind: RegistryKind, name: str, settings: Mapping[str, int], keys: Sequence[str]
+    ) -> None:
+        """Record (or refresh) policy ``name`` of ``kind`` with ``settings`` (replacing the
+        previous ones), and mark ``keys`` as seen now (each entry keeps the
+        :data:`MAX_REGISTRY_KEYS` most recently seen)."""
+        ...
+
+    async def registry_list(self) -> tuple[RegistryEntry, ...]:
+        """Every entry, sorted by ``(kind, name)``."""
+        ...
+
+    async def registry_hold(self, name: str, duration_us: int) -> int:
+        """Pause every key of limiter ``name`` (keys first used later included) for
+        ``duration_us`` from now; ``0`` lifts the pause. Unlike a key's penalty a hold is
+        replaced, not extended. Tells every subscriber (:meth:`registry_subscribe`). Returns
+        the time left of the hold in force (0: none)."""
+        ...
+
+    async def registry_holds(self) -> Mapping[str, int]:
+        """The holds in force: limiter name -> microseconds left (a read)."""
+        ...
+
+    def registry_subscribe(self, callback: RegistryEventCallback) -> Callable[[], None]:
+        """Call ``callback`` (on the running loop) with ``"hold"`` whenever a hold changes in
+        any process sharing this store, and with ``""`` when the subscription is (re)
+        established (messages may have been lost: re-read :meth:`registry_holds`). Best
+        effort, like :meth:`BreakerOps.breaker_subscribe`; a memory store calls it in-process.
+        Returns a function that unsubscribes."""
+        ...
+
+    async def registry_audit(self, entry: str) -> None:
+        """Append ``entry`` (text, e.g. JSON) to the audit log, keeping the newest
+        :data:`MAX_AUDIT_ENTRIES`."""
+        ...
+
+    async def registry_audit_read(self, count: int) -> tuple[str, ...]:
+        """The newest ``count`` audit entries, newest first."""
+        ...
+
+    async def registry_members(
+        self, names: Sequence[str], key: str, ttl_us: int
+    ) -> tuple[tuple[str, ...], ...]:
+        """Per limiter name, the deciders that announced it for ``key`` within the last
+        ``ttl_us`` (:meth:`PresenceOps.presence_announce`), sorted; a read that announces no
+        one. A store private to one process answers no one (``()`` per name)."""
+        ...
+
+    async def registry_probes(self, spec: BreakerSpec, key: str) -> int:
+        """Probe permits of breaker ``spec.name`` for ``key`` whose lease has not expired (a
+        read: ``probes out`` of a half-open breaker)."""
+        ...
+
+    async def registry_usage(self, limits: Sequence[WindowLimit], key: str) -> tuple[int, ...]:
+        """Per limit, the units of ``key``'s log that count now (admitted within the window,
+        and reserved slots ahead). A read."""
+        ...
+
+    async def registry_clear(self, limits: Sequence[WindowLimit], key: str, *, log: bool) -> None:
+        """Lift ``key``'s penalty under these limits; with ``log``, also forget its log (a
+        reset: the key starts empty)."""
         ...
 
 

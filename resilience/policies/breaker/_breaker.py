@@ -24,6 +24,7 @@ from resilience import telemetry
 from resilience.errors import CircuitOpen, ResilienceError, library_error
 from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
 from resilience.policies._hints import requested_wait
+from resilience.policies._registry import Registered, note_breaker
 from resilience.policies._validate import MAX_SECONDS, call_key, local_shortcut
 from resilience.policies.breaker._options import (
     DEFAULT_STATE_REFRESH,
@@ -82,7 +83,7 @@ def _permit(held: Permit | None, gen: int | None) -> Permit:
     return local_permit(gen)
 
 
-class CircuitBreaker(PolicyBase):
+class CircuitBreaker(Registered, PolicyBase):
     """Open after ``failure_threshold`` failures within ``window`` s, for ``break_duration`` s.
 
     Usable as a decorator (``@breaker``), as a pipeline policy, and directly
@@ -351,6 +352,8 @@ class CircuitBreaker(PolicyBase):
             key = spec  # checked at construction
         else:
             key = call_key(resolve_key(spec, ctx), "key returned by the key callable")
+        if key not in self._seen:  # the operator tools' registry (policies/_registry)
+            note_breaker(self, key)
         admit = self._admit
         gen = None if admit is None else admit(self.spec, key)
         # Admitted on a closed breaker by a local store (``gen``), the call holds no permit

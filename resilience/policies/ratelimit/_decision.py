@@ -9,6 +9,7 @@ import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
+from resilience._context import CallContext
 from resilience.policies._validate import positive_int
 from resilience.stores.base import WindowLimit
 
@@ -50,6 +51,21 @@ def _static(specs: tuple[CostSpec, ...]) -> tuple[int, ...] | None:
     if all(isinstance(c, int) for c in specs):
         return specs  # type: ignore[return-value]
     return None
+
+
+def _call_costs(
+    specs: Sequence[CostSpec], limits: Sequence[WindowLimit], ctx: CallContext
+) -> tuple[int, ...]:
+    """Per-limit costs of a protected call, from each limiter's ``cost`` option."""
+    costs = []
+    for spec, lim in zip(specs, limits, strict=True):
+        c = spec if isinstance(spec, int) else spec(*ctx.args, **ctx.kwargs)
+        if c is not spec:
+            positive_int("cost", c)
+            if c > lim.limit:
+                raise ValueError(f"cost must be <= limit ({lim.limit}), got {c}")
+        costs.append(c)
+    return tuple(costs)
 
 
 def _check_cost_spec(cost: object) -> CostSpec:

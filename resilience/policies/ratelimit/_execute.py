@@ -26,7 +26,7 @@ from resilience.errors import ResilienceError, library_error
 from resilience.pipeline import CallContext, resolve_key
 from resilience.policies._hints import requested_wait
 from resilience.policies._validate import MAX_SECONDS, call_key
-from resilience.policies.ratelimit._decision import FOREVER_US
+from resilience.policies.ratelimit._decision import FOREVER_US, _call_costs
 
 if TYPE_CHECKING:
     from resilience.policies.ratelimit._limiter import _WindowPolicy
@@ -56,13 +56,14 @@ async def execute(self: _WindowPolicy, call: Callable[[], Awaitable[T]], ctx: Ca
         key = spec  # checked at construction
     else:
         key = call_key(resolve_key(spec, ctx), "key returned by the key callable")
-    costs = self._static_costs or self._call_costs(ctx)
+    costs = self._static_costs or _call_costs(self._cost_specs, self._limits, ctx)
     # The happy path on a local store: room now, admitted without a coroutine (nothing to
     # wait for, nothing to release, no telemetry to record). Anything else (a wait, a
     # refusal, telemetry on, a shared store) goes through the store's window_acquire.
     admit = self._admit
     admitted: bool | None = False
-    if admit is not None and not ctx.observed:
+    # (A key new to the registry, or an operator's hold of the name: via _acquire.)
+    if admit is not None and not ctx.observed and key in self._seen and not self._held_until:
         admitted = admit(self._limits, key, costs)
         if admitted is None:  # the store's turn to let the event loop run
             await asyncio.sleep(0)

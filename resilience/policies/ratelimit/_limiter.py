@@ -50,6 +50,7 @@ from typing import TypeVar
 from resilience import telemetry
 from resilience.errors import RateLimited, ResilienceError
 from resilience.pipeline import CallContext, KeySpec, PolicyBase
+from resilience.policies._registry import Registered, held_off, note_limiter
 from resilience.policies._validate import (
     MAX_LIMIT,
     call_key,
@@ -91,7 +92,7 @@ _FOREVER_US = FOREVER_US
 _MIN_WINDOW = 1e-6
 
 
-class _WindowPolicy(Reserving, PolicyBase):
+class _WindowPolicy(Reserving, Registered, PolicyBase):
     """What a single limiter and a combination of limiters share: the whole public behaviour."""
 
     name: str
@@ -138,18 +139,6 @@ class _WindowPolicy(Reserving, PolicyBase):
                 raise ValueError(f"cost must be <= limit ({lim.limit}) of {lim.name!r}, got {c}")
         return costs
 
-    def _call_costs(self, ctx: CallContext) -> tuple[int, ...]:
-        """Per-limit costs of a protected call, from each limiter's ``cost`` option."""
-        costs = []
-        for spec, lim in zip(self._cost_specs, self._limits, strict=True):
-            c = spec if isinstance(spec, int) else spec(*ctx.args, **ctx.kwargs)
-            if c is not spec:
-                positive_int("cost", c)
-                if c > lim.limit:
-                    raise ValueError(f"cost must be <= limit ({lim.limit}), got {c}")
-            costs.append(c)
-        return tuple(costs)
-
     async def try_acquire(
         self, key: str | None = None, cost: int | Mapping[str, int] = 1
     ) -> Decision:
@@ -157,8 +146,11 @@ class _WindowPolicy(Reserving, PolicyBase):
 
         ``key``: a str, or ``None`` for the default key; anything else is a ``TypeError``.
         """
+        k = call_key(key)
+        if (k not in self._seen or self._held_until) and (held := note_limiter(self, k)) > 0:
+            return _decision((False, 0, held))
         allowed, remaining, wait_us, _ = await self.store.window_acquire(
-            self._limits, call_key(key), self._costs(cost), -1
+            self._limits, k, self._costs(cost), -1
         )
         return _decision((allowed, remaining, 0.0 if allowed else wait_us / 1e6))
 
@@ -202,6 +194,8 @@ class _WindowPolicy(Reserving, PolicyBase):
         observed = (ctx is None or ctx.observed) and telemetry.enabled()
         started = time.monotonic() if observed or max_wait_us > 0 else 0.0
         waited = 0.0
+        if key not in self._seen or self._held_until:  # registry; an operator's hold
+            max_wait_us = await held_off(self, key, max_wait_us)
         while True:
             limits = self._limits
             allowed, remaining, wait_us, token = await self.store.window_acquire(

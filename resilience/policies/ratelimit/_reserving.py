@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from resilience.pipeline import CallContext, KeySpec, resolve_key
 from resilience.policies._validate import call_key, non_negative_seconds
-from resilience.policies.ratelimit._decision import _retrieve
+from resilience.policies.ratelimit._decision import CostSpec, _call_costs, _retrieve
 from resilience.policies.ratelimit._execute import call_and_learn
 from resilience.policies.ratelimit._reserve import _FOREVER_US, Reserve, SettleFn
 from resilience.stores.base import Store, WindowLimit
@@ -40,6 +40,7 @@ class Reserving:
     _key: KeySpec
     _timeout: float | None
     _static_costs: tuple[int, ...] | None
+    _cost_specs: tuple[CostSpec, ...]
     _adaptive: bool
     #: The ``settle`` option: reserve, call, settle to the actual cost.
     _settle: SettleFn | None = None
@@ -48,9 +49,6 @@ class Reserving:
 
     def _costs(self, cost: int | Mapping[str, int]) -> tuple[int, ...]:
         raise NotImplementedError  # pragma: no cover (see _WindowPolicy)
-
-    def _call_costs(self, ctx: CallContext) -> tuple[int, ...]:
-        raise NotImplementedError  # pragma: no cover
 
     async def _take(
         self, key: str, costs: tuple[int, ...], max_wait_us: int, ctx: CallContext | None
@@ -126,7 +124,7 @@ class Reserving:
             key = spec
         else:
             key = call_key(resolve_key(spec, ctx), "key returned by the key callable")
-        costs = self._static_costs or self._call_costs(ctx)
+        costs = self._static_costs or _call_costs(self._cost_specs, self._limits, ctx)
         bound = self._timeout
         if ctx.deadline is not None:
             left = max(ctx.deadline - time.monotonic(), 0.0)

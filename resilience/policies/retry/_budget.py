@@ -44,6 +44,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from resilience.errors import ResilienceError
+from resilience.policies._registry import note_budget
 from resilience.policies._validate import check_name, check_store
 from resilience.stores import FallbackMode, check_fallback, with_fallback
 from resilience.stores.base import BudgetResult, Store
@@ -96,6 +97,7 @@ class RetryBudget:
         "_memory",
         "_pending",
         "_ratio_ppm",
+        "_registered",
         "_reserve",
         "_timer",
         "fallback",
@@ -125,6 +127,7 @@ class RetryBudget:
         self._ratio_ppm = round(self.ratio * 1_000_000)
         self._reserve = math.floor(self.min_per_second * WINDOW)
         self._pending = 0
+        self._registered = False  # in the operator tools' registry (policies/_registry)
         self._timer: asyncio.TimerHandle | None = None
         # Timer flushes, and round trips whose caller was cancelled: referenced until done.
         self._background: set[asyncio.Future[Any]] = set()
@@ -185,6 +188,8 @@ class RetryBudget:
         and is booked then: deposits that did not reach the store (a :class:`ResilienceError`)
         go back to pending, and ``on_cancel(result)`` books what the store decided.
         """
+        if not self._registered:
+            note_budget(self, WINDOW)
         if self._memory:
             return await coro  # never suspends: nothing can be cut
         task = asyncio.ensure_future(coro)

@@ -9,12 +9,15 @@ from resilience.stores.memory._breaker import MemoryBreaker
 from resilience.stores.memory._budget import MemoryBudget
 from resilience.stores.memory._concurrency import MemoryConcurrency
 from resilience.stores.memory._presence import MemoryPresence
+from resilience.stores.memory._registry import MemoryRegistry
 from resilience.stores.memory._window import MemoryWindow
 
 __all__ = ["MemoryStore", "default_store"]
 
 
-class MemoryStore(MemoryWindow, MemoryBreaker, MemoryBudget, MemoryPresence, MemoryConcurrency):
+class MemoryStore(
+    MemoryWindow, MemoryBreaker, MemoryBudget, MemoryPresence, MemoryConcurrency, MemoryRegistry
+):
     """Shared state for the policies of one process, decided on its monotonic clock.
 
     The embedded default when a policy is given no store. Every decision is atomic because it

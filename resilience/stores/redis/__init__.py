@@ -13,6 +13,7 @@ from resilience.stores.redis._budget import RedisBudget
 from resilience.stores.redis._concurrency import RedisConcurrency
 from resilience.stores.redis._keys import check_prefix
 from resilience.stores.redis._presence import RedisPresence
+from resilience.stores.redis._registry import RedisRegistry
 from resilience.stores.redis._sentinel import (
     SENTINEL_SCHEMES,
     parse_sentinel_url,
@@ -34,7 +35,9 @@ DEFAULT_TIMEOUT = 0.5
 DEFAULT_MAX_CONNECTIONS = 64
 
 
-class RedisStore(RedisWindow, RedisBreaker, RedisBudget, RedisPresence, RedisConcurrency):
+class RedisStore(
+    RedisWindow, RedisBreaker, RedisBudget, RedisPresence, RedisConcurrency, RedisRegistry
+):
     """Policies' shared state in Redis (standalone or Cluster), one Lua script per decision.
 
     Every decision is one ``EVALSHA`` of a script that reads Redis ``TIME``: worker clocks never

@@ -21,6 +21,16 @@ Key layout (``P`` is the store's prefix)::
     P:{cc:<key>}:<name>:h      concurrency limit holders (zset), :q queue, :e waiter leases,
                                :n arrival counter
     P:concurrency-events       pub/sub channel of "your turn" messages to waiters (not a key)
+    P:{reg}:e                  registry: "<kind>:<name>" -> settings (hash, JSON values)
+    P:{reg}:t                  registry: "<kind>:<name>" -> when last registered (hash, us)
+    P:{reg}:k:<kind>:<name>    registry: keys seen (zset, scored by when last seen)
+    P:{reg}:h                  operator holds: limiter name -> end (hash, us)
+    P:{reg}:a                  audit log of operator actions (list, newest first)
+    P:registry-events          pub/sub channel of hold changes (not a key)
+
+The registry lives under one hash tag (``{reg}``): one Cluster slot holds it whole, so each of
+its scripts runs on one node, and it is written at a bounded rate (see
+:mod:`resilience.stores.redis._registry`).
 
 The hash tag of a limiter is its *key* (the tenant), not its name: every limiter for one tenant
 lands in one Redis Cluster slot, so ``all_of(rpm, tpm)`` is checked and charged in one script,
@@ -48,6 +58,9 @@ __all__ = [
     "concurrency_tag",
     "escape",
     "presence_key",
+    "registry_channel",
+    "registry_key",
+    "registry_keys_key",
     "window_keys",
 ]
 
@@ -134,3 +147,18 @@ def concurrency_tag(name: str, key: str) -> str:
     """The ``tag`` of concurrency limit ``name`` for ``key`` in :func:`concurrency_channel`
     messages (``escape`` emits neither spaces nor colons)."""
     return f"cc:{escape(key)}:{escape(name)}"
+
+
+def registry_key(prefix: str, part: str) -> str:
+    """Registry key ``part`` (``e``, ``t``, ``h`` or ``a``: see the module docs)."""
+    return f"{prefix}:{{reg}}:{part}"
+
+
+def registry_keys_key(prefix: str, kind: str, name: str) -> str:
+    """The zset of the keys registry entry ``(kind, name)`` has seen."""
+    return f"{prefix}:{{reg}}:k:{kind}:{escape(name)}"
+
+
+def registry_channel(prefix: str) -> str:
+    """The pub/sub channel on which ``lua/registry_hold.lua`` announces hold changes."""
+    return f"{prefix}:registry-events"

@@ -30,9 +30,10 @@ For assertion details in failures, have pytest rewrite the suite's asserts: put
 
 The parts, to run only some: :class:`WindowConformance`, :class:`SettleConformance` (reserve,
 settle, refund), :class:`BreakerConformance`, :class:`BudgetConformance`,
-:class:`PresenceConformance`, :class:`ConcurrencyConformance` and :class:`ContractConformance`
-(capabilities, tokens, the error contract, pushed transitions). This package imports pytest:
-import it from tests only.
+:class:`PresenceConformance`, :class:`ConcurrencyConformance`, :class:`RegistryConformance` (the
+optional registry of the operator tools: skipped for a store without one) and
+:class:`ContractConformance` (capabilities, tokens, the error contract, pushed transitions).
+This package imports pytest: import it from tests only.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from resilience.testing.conformance._budget import BudgetConformance
 from resilience.testing.conformance._concurrency import ConcurrencyConformance
 from resilience.testing.conformance._contract import ContractConformance
 from resilience.testing.conformance._presence import PresenceConformance
+from resilience.testing.conformance._registry import RegistryConformance
 from resilience.testing.conformance._settle import SettleConformance
 from resilience.testing.conformance._window import WindowConformance
 
@@ -52,6 +54,7 @@ __all__ = [
     "ContractConformance",
     "PresenceConformance",
     "SettleConformance",
+    "RegistryConformance",
     "StoreConformance",
     "WindowConformance",
 ]
@@ -65,6 +68,7 @@ class StoreConformance(
     BudgetConformance,
     PresenceConformance,
     ConcurrencyConformance,
+    RegistryConformance,
 ):
     """Every conformance test: subclass it as ``Test...`` and give it a ``store`` fixture
     (and optionally ``unavailable_store``; see the module docs)."""

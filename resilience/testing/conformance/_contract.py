@@ -7,6 +7,7 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -125,6 +126,15 @@ class ContractConformance:
             lambda: s.budget_withdraw("down", 1, 200_000, 1, 10),
             lambda: s.presence_announce(["down"], "k", "m1", S),
         ]
+        r: Any = s
+        if getattr(r, "registry_put", None) is not None:  # the optional registry section
+            ops += [
+                lambda: r.registry_list(),
+                lambda: r.registry_hold("down", S),
+                lambda: r.registry_holds(),
+                lambda: r.registry_audit("{}"),
+                lambda: r.registry_usage(lim, "k"),
+            ]
         for _ in range(2):
             for op in ops:
                 t0 = time.monotonic()
