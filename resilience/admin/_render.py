@@ -50,13 +50,14 @@ def render_status(st: Status) -> str:
         for lim in st.limiters:
             hold = lim.held_for
             if not lim.keys:
-                rows.append([lim.name, None, f"0/{lim.limit}", lim.window, None, hold])
+                rows.append([lim.name, None, f"0/{lim.limit}", lim.window, None, None, hold])
             for k in lim.keys:
                 used = f"{k.used}/{k.limit}"
-                rows.append([lim.name, k.key, used, lim.window, k.paused_for, hold])
+                rows.append([lim.name, k.key, used, lim.window, k.learned, k.paused_for, hold])
             if lim.keys_total > len(lim.keys):
-                rows.append([lim.name, f"(+{lim.keys_total - len(lim.keys)} keys)", "", "", "", ""])
-        headers = ["LIMITER", "KEY", "USED/LIMIT", "WINDOW", "KEY PAUSED", "NAME HELD"]
+                more = f"(+{lim.keys_total - len(lim.keys)} keys)"
+                rows.append([lim.name, more, "", "", "", "", ""])
+        headers = ["LIMITER", "KEY", "USED/LIMIT", "WINDOW", "LEARNED", "KEY PAUSED", "NAME HELD"]
         out += ["", table(headers, rows)]
     if st.breakers:
         rows = []

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from resilience.stores.base import BreakerSpec, RegistryEntry, WindowLimit
+from resilience.stores.base import BreakerSpec, ConcurrencySpec, RegistryEntry, WindowLimit
 
 __all__ = [
     "BreakerKeyStatus",
@@ -43,6 +43,8 @@ class LimiterKeyStatus:
     used: int
     limit: int
     paused_for: float
+    #: The limit learned from the upstream's headers in force for this key (``None``: none).
+    learned: int | None = None
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,8 @@ class BudgetStatus:
 
 @dataclass(frozen=True)
 class ConcurrencyStatus:
-    """A concurrency limit, as registered: its settings and keys. ``in_flight`` and
-    ``waiting`` are ``None`` until the store reports them."""
+    """A concurrency limit, as registered: its settings and keys, and the permits in flight
+    and waiters queued over those keys (``None`` for a store that cannot tell)."""
 
     name: str
     settings: Mapping[str, int]
@@ -188,7 +190,9 @@ async def _limiter(store: Any, e: RegistryEntry, holds: Mapping[str, int], n: in
     async def one(key: str) -> LimiterKeyStatus:
         (used,) = await store.registry_usage((lim,), key)
         paused = await store.window_paused((lim,), key)
-        return LimiterKeyStatus(key, int(used), lim.limit, paused / 1e6)
+        read = getattr(store, "registry_learned", None)
+        learned = (await read((lim,), key))[0] if read is not None else 0
+        return LimiterKeyStatus(key, int(used), lim.limit, paused / 1e6, int(learned) or None)
 
     s = e.settings
     return LimiterStatus(
@@ -200,6 +204,19 @@ async def _limiter(store: Any, e: RegistryEntry, holds: Mapping[str, int], n: in
         tuple(await _bounded([one(k) for k in keys])),
         len(e.keys),
         e.age_us / 1e6,
+    )
+
+
+async def _concurrency(store: Any, e: RegistryEntry, n: int) -> ConcurrencyStatus:
+    s = e.settings
+    spec = ConcurrencySpec(e.name, int(s.get("max_in_flight", 1)), int(s.get("lease_us", 1)))
+    keys = e.keys[:n]
+    read = getattr(store, "registry_concurrency", None)
+    if read is None:
+        return ConcurrencyStatus(e.name, dict(s), keys)
+    counts = await _bounded([read(spec, k) for k in keys])
+    return ConcurrencyStatus(
+        e.name, dict(s), keys, sum(c[0] for c in counts), sum(c[1] for c in counts)
     )
 
 
@@ -281,8 +298,7 @@ async def status(store: Any, *, keys_per_name: int = 20) -> Status:
         breakers=tuple([await _breaker(store, e, n) for e in by_kind.get("breaker", [])]),
         budgets=tuple([await _budget(store, e) for e in by_kind.get("budget", [])]),
         concurrency=tuple(
-            ConcurrencyStatus(e.name, dict(e.settings), e.keys[:n])
-            for e in by_kind.get("concurrency", [])
+            [await _concurrency(store, e, n) for e in by_kind.get("concurrency", [])]
         ),
         processes=tuple(await _processes(store, limiters, n)),
     )

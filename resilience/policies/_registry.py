@@ -43,6 +43,7 @@ __all__ = [
     "held_off",
     "note_breaker",
     "note_budget",
+    "note_concurrency",
     "note_limiter",
 ]
 
@@ -251,6 +252,16 @@ def note_breaker(policy: Any, key: str) -> None:
             "probe_lease_us": s.probe_lease_us,
         }
         b.note("breaker", s.name, settings, key)
+
+
+def note_concurrency(policy: Any, key: str) -> None:
+    """A concurrency limit used ``key``: register it (and its settings) if new."""
+    _track(policy, key)
+    b = board(policy.store)
+    if b is not None:
+        s = policy._spec
+        settings = {"max_in_flight": s.max_in_flight, "lease_us": s.lease_us}
+        b.note("concurrency", s.name, settings, key)
 
 
 def note_budget(policy: Any, window_s: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from resilience.errors import ResilienceError
 from resilience.stores.base import (
     BreakerSpec,
+    ConcurrencySpec,
     RegistryEntry,
     RegistryEventCallback,
     RegistryKind,
@@ -115,6 +116,17 @@ class FallbackRegistry:
     async def registry_probes(self, spec: BreakerSpec, key: str) -> int:
         """See :meth:`resilience.stores.base.RegistryOps.registry_probes` (the primary's)."""
         return int(await self._registry("registry_probes")(spec, key))
+
+    async def registry_learned(self, limits: Sequence[WindowLimit], key: str) -> tuple[int, ...]:
+        """See :meth:`resilience.stores.base.RegistryOps.registry_learned` (the primary's)."""
+        r: tuple[int, ...] = await self._registry("registry_learned")(limits, key)
+        return r
+
+    async def registry_concurrency(self, spec: ConcurrencySpec, key: str) -> tuple[int, int]:
+        """See :meth:`resilience.stores.base.RegistryOps.registry_concurrency` (the
+        primary's)."""
+        r: tuple[int, int] = await self._registry("registry_concurrency")(spec, key)
+        return r
 
     async def registry_usage(self, limits: Sequence[WindowLimit], key: str) -> tuple[int, ...]:
         """See :meth:`resilience.stores.base.RegistryOps.registry_usage` (the primary's)."""

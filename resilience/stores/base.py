@@ -725,6 +725,16 @@ class RegistryOps(Protocol):
         and reserved slots ahead). A read."""
         ...
 
+    async def registry_learned(self, limits: Sequence[WindowLimit], key: str) -> tuple[int, ...]:
+        """Per limit, the limit learned from the upstream in force for ``key``
+        (:meth:`WindowOps.window_learn`), ``0`` where none is. A read."""
+        ...
+
+    async def registry_concurrency(self, spec: ConcurrencySpec, key: str) -> tuple[int, int]:
+        """``(in flight, waiting)`` of concurrency limit ``spec.name`` for ``key``: the permits
+        and the queued waiters whose lease has not expired. A read."""
+        ...
+
     async def registry_clear(self, limits: Sequence[WindowLimit], key: str, *, log: bool) -> None:
         """Lift ``key``'s penalty under these limits; with ``log``, also forget its log (a
         reset: the key starts empty)."""

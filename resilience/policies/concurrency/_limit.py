@@ -39,6 +39,7 @@ from typing import TypeVar
 from resilience import telemetry
 from resilience.errors import ConcurrencyLimited, StoreUnavailable
 from resilience.pipeline import CallContext, KeySpec, PolicyBase, resolve_key
+from resilience.policies._registry import Registered, note_concurrency
 from resilience.policies._validate import (
     MAX_LIMIT,
     MAX_SECONDS,
@@ -100,7 +101,7 @@ class Permit:
             await self._limit._give_back(self._lease, reraise=exc is None)
 
 
-class ConcurrencyLimit(PolicyBase):
+class ConcurrencyLimit(Registered, PolicyBase):
     """At most ``max_in_flight`` calls at once per key, across every process sharing the store.
 
     Use it as a pipeline policy, a decorator (``@limit``), or around a block::
@@ -196,6 +197,8 @@ class ConcurrencyLimit(PolicyBase):
     async def _take(
         self, key: str, bound: float | None, ctx: CallContext | None, permit: Permit | None
     ) -> Lease:
+        if key not in self._seen:  # the operator tools' registry (docs/operations.md)
+            note_concurrency(self, key)
         observed = (ctx is None or ctx.observed) and telemetry.enabled()
         started = _monotonic()
         r = await self.store.concurrency_acquire(self._spec, key, "", bound != 0)

@@ -16,6 +16,7 @@ from resilience.stores.base import (
     MAX_AUDIT_ENTRIES,
     MAX_REGISTRY_KEYS,
     BreakerSpec,
+    ConcurrencySpec,
     RegistryEntry,
     RegistryEventCallback,
     RegistryKind,
@@ -25,6 +26,7 @@ from resilience.stores.memory._core import MemoryCore
 
 if TYPE_CHECKING:
     from resilience.stores.memory._breaker import _Breaker
+    from resilience.stores.memory._concurrency import _Slots
     from resilience.stores.memory._window import _Log
 
 __all__ = ["MemoryRegistry"]
@@ -46,6 +48,7 @@ class MemoryRegistry(MemoryCore):
 
     _logs: dict[tuple[str, str], _Log]  # the window's logs (MemoryWindow)
     _breakers: dict[tuple[str, str], _Breaker]  # the breakers (MemoryBreaker)
+    _slots: dict[tuple[str, str], _Slots]  # the concurrency limits (MemoryConcurrency)
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -145,6 +148,23 @@ class MemoryRegistry(MemoryCore):
                 )
             out.append(used)
         return tuple(out)
+
+    async def registry_learned(self, limits: Sequence[WindowLimit], key: str) -> tuple[int, ...]:
+        """See :meth:`resilience.stores.base.RegistryOps.registry_learned`."""
+        now = self._now_us()
+        logs = [self._logs.get((lim.name, key)) for lim in limits]
+        return tuple(0 if g is None or g.cap_until <= now else g.cap for g in logs)
+
+    async def registry_concurrency(self, spec: ConcurrencySpec, key: str) -> tuple[int, int]:
+        """See :meth:`resilience.stores.base.RegistryOps.registry_concurrency`."""
+        now = self._now_us()
+        s = self._slots.get((spec.name, key))
+        if s is None:
+            return 0, 0
+        return (
+            sum(1 for exp in s.holders.values() if exp > now),
+            sum(1 for exp in s.queue.values() if exp > now),
+        )
 
     async def registry_clear(self, limits: Sequence[WindowLimit], key: str, *, log: bool) -> None:
         """See :meth:`resilience.stores.base.RegistryOps.registry_clear`."""

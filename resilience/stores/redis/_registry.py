@@ -25,6 +25,7 @@ from resilience.stores.base import (
     MAX_AUDIT_ENTRIES,
     MAX_REGISTRY_KEYS,
     BreakerSpec,
+    ConcurrencySpec,
     RegistryEntry,
     RegistryEventCallback,
     RegistryKind,
@@ -33,6 +34,7 @@ from resilience.stores.base import (
 from resilience.stores.redis._core import RedisCore, as_str
 from resilience.stores.redis._keys import (
     breaker_keys,
+    concurrency_keys,
     presence_key,
     registry_channel,
     registry_key,
@@ -149,6 +151,17 @@ class RedisRegistry(RedisCore):
         """See :meth:`resilience.stores.base.RegistryOps.registry_probes`."""
         leases = breaker_keys(self.prefix, spec.name, key)[2]
         return int(await self._eval("registry_probes", [leases], []))
+
+    async def registry_learned(self, limits: Sequence[WindowLimit], key: str) -> tuple[int, ...]:
+        """See :meth:`resilience.stores.base.RegistryOps.registry_learned`."""
+        r = await self._eval("registry_learned", self._limit_keys(limits, key), [])
+        return tuple(int(v) for v in cast("list[Any]", r))
+
+    async def registry_concurrency(self, spec: ConcurrencySpec, key: str) -> tuple[int, int]:
+        """See :meth:`resilience.stores.base.RegistryOps.registry_concurrency`."""
+        holders, _, leases, _ = concurrency_keys(self.prefix, spec.name, key)
+        r = cast("list[Any]", await self._eval("registry_concurrency", [holders, leases], []))
+        return int(r[0]), int(r[1])
 
     async def registry_usage(self, limits: Sequence[WindowLimit], key: str) -> tuple[int, ...]:
         """See :meth:`resilience.stores.base.RegistryOps.registry_usage`."""

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from resilience.stores._fleet import member_id
-from resilience.stores.base import MAX_REGISTRY_KEYS, WindowLimit
+from resilience.stores.base import MAX_REGISTRY_KEYS, ConcurrencySpec, WindowLimit
 from resilience.testing.conformance._breaker import spec
 
 __all__ = ["RegistryConformance"]
@@ -115,6 +115,29 @@ class RegistryConformance:
         await s.registry_clear(lim, "k", log=True)
         assert await s.registry_usage(lim, "k") == (0,)
         assert (await s.window_acquire(lim, "k", (10,), -1)).allowed
+
+    async def test_learned_limits_are_read(self, store: Any) -> None:
+        s = _registry(store)
+        lim = (WindowLimit("learned", 10, 2 * S), WindowLimit("other", 10, 2 * S))
+        assert await s.registry_learned(lim, "k") == (0, 0)
+        await s.window_learn(lim[:1], "k", 4, S // 2)
+        assert await s.registry_learned(lim, "k") == (4, 0)
+        assert await s.registry_learned(lim, "k2") == (0, 0)
+        await asyncio.sleep(0.6)  # expired
+        assert await s.registry_learned(lim, "k") == (0, 0)
+
+    async def test_concurrency_in_flight_and_waiting_are_read(self, store: Any) -> None:
+        s = _registry(store)
+        spec = ConcurrencySpec("cc-read", 1, 10 * S)
+        assert await s.registry_concurrency(spec, "k") == (0, 0)
+        held = await s.concurrency_acquire(spec, "k", "", True)
+        queued = await s.concurrency_acquire(spec, "k", "", True)
+        assert held.granted
+        assert not queued.granted
+        assert await s.registry_concurrency(spec, "k") == (1, 1)
+        await s.concurrency_release(spec, "k", queued.token)
+        await s.concurrency_release(spec, "k", held.token)
+        assert await s.registry_concurrency(spec, "k") == (0, 0)
 
     async def test_members_are_read_without_announcing(self, store: Any) -> None:
         s = _registry(store)
