@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import fakeredis
 import pytest
@@ -97,7 +97,10 @@ async def test_status_shows_learned_limits_and_concurrency() -> None:
 
     class Answer:
         status_code = 200
-        headers = {"x-ratelimit-limit-requests": "40", "x-ratelimit-remaining-requests": "39"}
+        headers: ClassVar[dict[str, str]] = {
+            "x-ratelimit-limit-requests": "40",
+            "x-ratelimit-remaining-requests": "39",
+        }
 
     async def answer() -> Answer:
         return Answer()
