@@ -404,3 +404,29 @@ async def test_four_processes_settled_sum_never_exceeds_the_limit(
     # staggered): measured 66 % of limit x seconds / window on a loaded 2-core machine, where
     # the estimates alone (twice the actuals on average) would cap it near 50 %.
     assert sum(a for _, a in billed) >= 0.4 * limit * seconds / window
+
+
+@pytest.mark.redis
+async def test_a_settle_wakes_the_waiters_of_other_processes(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    # Two stores on one Redis stand for two processes: each has its own waiters, and only the
+    # store's window events (pub/sub) cross between them. Process A reserves the whole quota;
+    # process B's caller queues behind it (its slot: 20 s away); A settles down, and B's
+    # caller moves up at once instead of waiting out the window.
+    a = RedisStore.from_url(redis_server.url, prefix=prefix)
+    b = RedisStore.from_url(redis_server.url, prefix=prefix)
+    try:
+        lim_a = SlidingWindowLimiter(100, 20.0, store=a, name="xproc", guard=0)
+        lim_b = SlidingWindowLimiter(100, 20.0, store=b, name="xproc", guard=0)
+        async with lim_a.reserve(100) as r:
+            queued = asyncio.create_task(lim_b.acquire(cost=50))
+            await asyncio.sleep(0.5)  # queued, and B's subscription established
+            assert not queued.done()
+            t0 = asyncio.get_running_loop().time()
+            await r.settle(40)
+            await asyncio.wait_for(queued, 5.0)
+            assert asyncio.get_running_loop().time() - t0 < 5.0
+    finally:
+        await a.aclose()
+        await b.aclose()

@@ -339,6 +339,20 @@ class FallbackStore(FallbackConcurrency, FallbackRegistry):
             return -1
         return await self.primary.window_advance(limits, key, token, costs)
 
+    def window_tag(self, name: str, key: str) -> str:
+        """See :meth:`resilience.stores.base.WindowEvents.window_tag` (the primary's; ``""``
+        when it has no window events)."""
+        tag = getattr(self.primary, "window_tag", None)
+        return "" if tag is None else str(tag(name, key))
+
+    def window_subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """See :meth:`resilience.stores.base.WindowEvents.window_subscribe` (the primary's)."""
+        subscribe = getattr(self.primary, "window_subscribe", None)
+        if subscribe is None:
+            return lambda: None
+        unsubscribe: Callable[[], None] = subscribe(callback)
+        return unsubscribe
+
     async def window_paused(self, limits: Sequence[WindowLimit], key: str) -> int:
         """See :meth:`resilience.stores.base.WindowOps.window_paused`: the shared store's
         answer; while it is unreachable, the penalties this process kept locally (a read

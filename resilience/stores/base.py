@@ -247,6 +247,24 @@ class WindowOps(Protocol):
         ...
 
 
+@runtime_checkable
+class WindowEvents(Protocol):
+    """Optional: announcements of freed units, so that waiters of *other* processes move their
+    reservations up (:meth:`WindowOps.window_advance`) when a settle frees units. A store
+    without them (a process-local store) leaves waiters to the wake-ups of their own process
+    and to their reserved slots."""
+
+    def window_tag(self, name: str, key: str) -> str:
+        """The message naming limit ``name`` for ``key`` in :meth:`window_subscribe`. Pure."""
+        ...
+
+    def window_subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback`` (on the running loop) with a limit's :meth:`window_tag` each time
+        a settle lowered the weight of one of its entries (``""``: messages may have been lost,
+        every waiter should ask); return a function that unsubscribes it. Best effort."""
+        ...
+
+
 # --------------------------------------------------------------------------------------------
 # Circuit breaker  (section owned by the breaker; see resilience/policies/breaker)
 # --------------------------------------------------------------------------------------------

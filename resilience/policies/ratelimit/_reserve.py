@@ -6,11 +6,12 @@ settles it to the actual cost (:meth:`Reservation.settle`), which the store re-w
 atomic step (:meth:`resilience.stores.base.WindowOps.window_settle`): the entry keeps its slot
 time, so the window stays exact.
 
-- **Settle down** frees the difference at once: the callers of this process that wait for a
-  slot of the same quota and key are woken and move their reservation to the earliest slot that
-  is safe now (:meth:`~resilience.stores.base.WindowOps.window_advance`). Waiters in other
-  processes sharing a Redis store keep their slot (they are not told); new requests anywhere
-  see the freed units at once.
+- **Settle down** frees the difference at once: the callers that wait for a slot of the same
+  quota and key are woken and move their reservation to the earliest slot that is safe now
+  (:meth:`~resilience.stores.base.WindowOps.window_advance`): those of this process directly,
+  those of other processes through the store's window events
+  (:class:`~resilience.stores.base.WindowEvents`, Redis pub/sub; best effort: a lost message
+  leaves a waiter on its slot). New requests anywhere see the freed units at once.
 - **Settle up** is never refused (the units were spent), even past the limit: later
   admissions wait until the entry leaves the window.
 - **Refund** (a settle to 0) when the block is left with an exception that proves the upstream
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -65,6 +67,35 @@ _waiting: dict[tuple[int, str, str], set[asyncio.Event]] = {}
 
 def _store_id(store: object) -> int:
     return id(getattr(store, "primary", store))  # a FallbackStore's waiters are its primary's
+
+
+# Waiters of other processes hear of freed units through the store's window events
+# (WindowEvents, Redis pub/sub): per store, one subscription for the life of its loop, and
+# the tags of the (name, key) pairs waited for.
+_listening: weakref.WeakKeyDictionary[Any, asyncio.AbstractEventLoop] = weakref.WeakKeyDictionary()
+_tags: dict[tuple[int, str], tuple[str, str]] = {}
+
+
+def _listen(store: Any, sid: int) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        if _listening.get(store) is loop:
+            return
+        _listening[store] = loop
+    except TypeError:  # not weak-referenceable: no events
+        return
+
+    def heard(tag: str) -> None:
+        if not tag:  # messages may have been lost: every waiter of this store asks
+            targets = [n for n in _waiting if n[0] == sid]
+        else:
+            nk = _tags.get((sid, tag))
+            targets = [] if nk is None else [(sid, nk[0], nk[1])]
+        for n in targets:
+            for ev in _waiting.get(n, ()):
+                ev.set()
+
+    store.window_subscribe(heard)
 
 
 def _wake(policy: Reserving, key: str, names: list[str]) -> None:
@@ -285,6 +316,13 @@ async def wait_slot(
     names = [(sid, lim.name, key) for lim in limits]
     for n in names:
         _waiting.setdefault(n, set()).add(woken)
+    tag_of = getattr(p.store, "window_tag", None)
+    tags = [tag_of(lim.name, key) for lim in limits] if tag_of is not None else []
+    tags = [t for t in tags if t]
+    if tags:
+        for lim, t in zip(limits, tags, strict=False):
+            _tags[(sid, t)] = (lim.name, key)
+        _listen(p.store, sid)
     try:
         while wait_us > 0:
             try:
@@ -308,3 +346,6 @@ async def wait_slot(
                 s.discard(woken)
                 if not s:
                     del _waiting[n]
+        for lim, t in zip(limits, tags, strict=False):
+            if (sid, lim.name, key) not in _waiting:
+                _tags.pop((sid, t), None)

@@ -61,6 +61,7 @@ __all__ = [
     "registry_channel",
     "registry_key",
     "registry_keys_key",
+    "window_channel",
     "window_keys",
 ]
 
@@ -94,6 +95,12 @@ def window_keys(prefix: str, name: str, key: str) -> tuple[str, str]:
     """The (log, meta) keys of limiter ``name`` for ``key``."""
     base = f"{prefix}:{{rl:{escape(key)}}}:{escape(name)}"
     return base, base + ":m"
+
+
+def window_channel(prefix: str) -> str:
+    """The pub/sub channel on which ``window_settle.lua`` announces freed units: each message
+    is the log key of the limit and key whose entry weighs less now."""
+    return f"{prefix}:window-events"
 
 
 def budget_key(prefix: str, name: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -11,7 +11,8 @@ from redis.asyncio.cluster import RedisCluster
 
 from resilience.stores.base import WindowLimit, WindowResult
 from resilience.stores.redis._core import RedisCore, nonce
-from resilience.stores.redis._keys import window_keys
+from resilience.stores.redis._keys import window_channel, window_keys
+from resilience.stores.redis._pubsub import BreakerEvents
 
 __all__ = ["RedisWindow"]
 
@@ -39,11 +40,15 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 class RedisWindow(RedisCore):
     """Exact sliding log with reservations (``lua/window_*.lua``).
 
-    Owns a cache of the keys of each ``(limits, key)`` (``_wkeys``).
+    Owns a cache of the keys of each ``(limits, key)`` (``_wkeys``), and the channel on which
+    settles announce freed units (``_wevents``).
     """
 
     def __init__(self, client: aioredis.Redis | RedisCluster, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
+        #: The pub/sub channel of freed units (``window_settle.lua``): see window_subscribe.
+        self.window_channel: str = window_channel(self.prefix)
+        self._wevents = BreakerEvents(self.open_pubsub, self.window_channel)
         # (id(limits), key) -> (limits, their keys): see _window_keys.
         self._wkeys: dict[tuple[int, str], tuple[Sequence[WindowLimit], list[str]]] = {}
 
@@ -128,8 +133,24 @@ class RedisWindow(RedisCore):
         args: list[int | str] = [token]
         for lim, cost, new in zip(limits, costs, actual, strict=True):
             args += (lim.window_us, cost, new)
+        args.append(self.window_channel)
         done = await self._eval("window_settle", self._window_keys(limits, key), args)
         return bool(int(done))
+
+    def window_tag(self, name: str, key: str) -> str:
+        """See :meth:`resilience.stores.base.WindowEvents.window_tag`."""
+        return window_keys(self.prefix, name, key)[0]
+
+    def window_subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """See :meth:`resilience.stores.base.WindowEvents.window_subscribe`: one background
+        subscription per store and event loop (started by the first subscriber, stopped by
+        the last one or :meth:`aclose`)."""
+        return self._wevents.subscribe(callback)
+
+    async def aclose(self) -> None:
+        """Stop the window-event subscriptions, then close as the other parts do."""
+        await self._wevents.stop()
+        await super().aclose()
 
     async def window_advance(
         self, limits: Sequence[WindowLimit], key: str, token: str, costs: Sequence[int]

@@ -1,8 +1,10 @@
 -- Re-weigh one request's entry (reserve, then settle to the actual cost), in every log.
 -- KEYS: log_i, meta_i pairs as in window_acquire.lua
 -- ARGV: nonce, then for each limit i: window_us_i, cost_i (the entry's current weight),
---       actual_i (its new weight; 0 removes it: a refund)
--- Returns the number of logs that re-weighed the entry.
+--       actual_i (its new weight; 0 removes it: a refund), then the window-events channel
+-- Returns the number of logs that re-weighed the entry. A log whose entry now weighs less is
+-- announced on the channel (the message: its key), so that the waiters of other processes
+-- move their reservations up (window_advance.lua). PUBLISH takes no key (Cluster-safe).
 --
 -- The member carries the weight ("<nonce>" for 1, "<nonce>:<w>" otherwise) and the meta's x is
 -- the sum of (w - 1) over the members: a settle swaps the member for the one of the new weight
@@ -32,6 +34,9 @@ for i = 1, #KEYS / 2 do
     -- A removed entry of weight 1 leaves x as it is; any other change moves it.
     local dx = math.max(actual - 1, 0) - (cost - 1)
     if dx ~= 0 then redis.call('HINCRBY', m, 'x', dx) end
+    if actual < cost and ARGV[#KEYS / 2 * 3 + 2] then
+      redis.call('PUBLISH', ARGV[#KEYS / 2 * 3 + 2], z)
+    end
     done = done + 1
   elseif at and tonumber(at) > now - window then
     done = done + 1 -- already of that weight
