@@ -58,6 +58,7 @@ PUBLIC_SURFACE = {
     "StoreEvents",
     "StoreObservers",
     "WindowLimit",
+    "WindowEvents",
     "WindowOps",
     "WindowResult",
     "check_fallback",
