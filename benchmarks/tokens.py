@@ -158,8 +158,7 @@ async def run_lower(
         cost=ESTIMATE,
         settle=lambda a: a.tokens,
         timeout=2 * window,
-        follow_upstream=follow,
-        upstream_window=window,  # the fake server's "minute"
+        follow_upstream=follow,  # the server reports per minute; its minute is `window`
     )
     url = server.openai_base_url + "/chat/completions"
     body = {"model": "m", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 200}

@@ -187,7 +187,15 @@ class QuotaUpstream(Upstream):
         return 0.0 if oldest is None else max(0.0, oldest + self.window - now)
 
     def rate_limit_headers(self, provider: Provider) -> dict[str, str]:
-        """The provider's rate-limit headers for the quotas' state now."""
+        """The provider's rate-limit headers for the quotas' state now.
+
+        Limits and remaining counts are per minute, as the providers report them: this
+        server's window is its minute (a window of 2 s is a minute at time scale 30), so each
+        count is scaled by ``60 / window`` (unchanged for a 60 s window). A client that scales
+        a provider's per-minute limit to its own window (the limiter's ``follow_upstream``)
+        gets this server's per-window limit back. Resets are in real seconds.
+        """
+        per_minute = 60.0 / self.window
         now = self.clock()
         self._evict(now - self.window)
         adv = self.advertised_limit or self.limit
@@ -204,12 +212,14 @@ class QuotaUpstream(Upstream):
             for name, limit, remaining, reset in quotas:
                 if name not in ("requests", "tokens"):
                     continue
+                limit, remaining = round(limit * per_minute), round(remaining * per_minute)
                 h[f"x-ratelimit-limit-{name}"] = str(limit)
                 h[f"x-ratelimit-remaining-{name}"] = str(remaining)
                 h[f"x-ratelimit-reset-{name}"] = go_duration(reset)
         else:
             wall = time.time()
             for name, limit, remaining, reset in quotas:
+                limit, remaining = round(limit * per_minute), round(remaining * per_minute)
                 prefix = "anthropic-ratelimit-" + name.replace("_", "-")
                 h[f"{prefix}-limit"] = str(limit)
                 h[f"{prefix}-remaining"] = str(remaining)
