@@ -97,3 +97,46 @@ def all_of_load(url: str, prefix: str, seconds: float, tasks: int, seed: int, ou
         return costs
 
     out.put(asyncio.run(main()))
+
+
+def leased_hammer(
+    url: str,
+    prefix: str,
+    limit: int,
+    window: float,
+    seconds: float,
+    tasks: int,
+    lease: int,
+    horizon: float,
+    out: Any,
+) -> None:
+    """``hammer`` in leased mode: every task ``acquire``s in a loop (a timeout bounded by the run)
+    on a limiter with ``lease``; then waits out the horizon so unused permits are given back."""
+
+    async def main() -> int:
+        store = RedisStore.from_url(url, prefix=prefix, timeout=5.0, max_connections=32)
+        lim = SlidingWindowLimiter(
+            limit, window, store=store, name="leased", guard=0, lease=lease, lease_horizon=horizon
+        )
+        stop = time.monotonic() + seconds
+        admitted = 0
+
+        async def caller() -> None:
+            nonlocal admitted
+            while True:
+                left = stop - time.monotonic()
+                if left <= 0:
+                    return
+                try:
+                    await lim.acquire(timeout=left)
+                except Exception:  # RateLimited: the next slot lies beyond the run
+                    return
+                admitted += 1
+                await asyncio.sleep(random.uniform(0, 0.002))
+
+        await asyncio.gather(*[caller() for _ in range(tasks)])
+        await asyncio.sleep(2 * horizon + 0.1)  # the last leases end and give back their rest
+        await store.aclose()
+        return admitted
+
+    out.put(asyncio.run(main()))

@@ -77,6 +77,7 @@ from resilience.policies.ratelimit._decision import (
 from resilience.policies.ratelimit._execute import execute
 from resilience.policies.ratelimit._follow import Follower, quota_names
 from resilience.policies.ratelimit._guard import DEFAULT_GUARD, AutoGuard, adapt, widened
+from resilience.policies.ratelimit._lease import Leaser, check_lease
 from resilience.policies.ratelimit._reserve import wait_slot
 from resilience.policies.ratelimit._reserving import Reserving, SettleFn, check_settle
 from resilience.stores import FallbackMode, with_fallback
@@ -108,6 +109,8 @@ class _WindowPolicy(Reserving, Registered, PolicyBase):
     _guards: tuple[AutoGuard | None, ...]
     _adaptive: bool
     _follow: Follower | None
+    #: Leased permits (``lease=``, see ``_lease.py``); ``None``: one decision per call.
+    _lease: Leaser | None = None
 
     def _answered(self, seconds: float) -> None:
         """An admitted call answered ``seconds`` after its admission: adapt the guards."""
@@ -149,6 +152,8 @@ class _WindowPolicy(Reserving, Registered, PolicyBase):
         k = call_key(key)
         if (k not in self._seen or self._held_until) and (held := note_limiter(self, k)) > 0:
             return _decision((False, 0, held))
+        if self._lease is not None:
+            return await self._lease.acquire(k, self._costs(cost), -1, None)
         allowed, remaining, wait_us, _ = await self.store.window_acquire(
             self._limits, k, self._costs(cost), -1
         )
@@ -181,8 +186,15 @@ class _WindowPolicy(Reserving, Registered, PolicyBase):
         return await self._acquire(k, costs, max_wait, None)
 
     async def _acquire(
-        self, key: str, costs: tuple[int, ...], max_wait_us: int, ctx: CallContext | None
+        self,
+        key: str,
+        costs: tuple[int, ...],
+        max_wait_us: int,
+        ctx: CallContext | None,
+        direct: bool = False,
     ) -> Decision:
+        if self._lease is not None and not direct:
+            return await self._lease.acquire(key, costs, max_wait_us, ctx)
         remaining, _, _ = await self._take(key, costs, max_wait_us, ctx)
         return _decision((True, remaining, 0.0))
 
@@ -256,6 +268,8 @@ class _WindowPolicy(Reserving, Registered, PolicyBase):
         """
         s = non_negative_seconds("seconds", seconds)
         k = call_key(key)
+        if self._lease is not None:
+            self._lease.drop(k)  # no more permits from this process's lease on the key
         await _finish(self.store.window_penalize(self._limits, k, math.ceil(s * 1e6)))
 
     execute = execute
@@ -305,6 +319,15 @@ class SlidingWindowLimiter(_WindowPolicy):
             Anthropic).
         settle: as a policy: the actual cost from the call's result (``lambda r:
             r.usage.total_tokens``); ``cost`` is then an estimate, settled (see ``reserve``).
+        lease: leased permits, opt-in: the most permits (>= 2, <= ``limit``) this process takes
+            in one round trip when several of its callers decide on a key at once, handed to
+            them locally; unused ones are given back. Each lease is recorded in the shared log
+            when taken, so the window stays exact; a process takes at most half the free units
+            (fairness across processes). Default ``None``: one decision per call. See
+            :mod:`resilience.policies.ratelimit._lease` and docs/ratelimit.md.
+        lease_horizon: the longest a leased permit waits to be used, seconds (<= ``window``,
+            default 0.05); slots are held ``window + guard + lease_horizon`` so use times
+            are exact too. Only with ``lease``.
     """
 
     def __init__(
@@ -323,6 +346,8 @@ class SlidingWindowLimiter(_WindowPolicy):
         upstream_quota: str | None = None,
         upstream_window: float = 60.0,
         settle: SettleFn | None = None,
+        lease: int | None = None,
+        lease_horizon: float | None = None,
     ) -> None:
         self.limit = positive_int("limit", limit)
         if self.limit > MAX_LIMIT:
@@ -332,8 +357,10 @@ class SlidingWindowLimiter(_WindowPolicy):
             )
         self.window = min_duration("window", window, _MIN_WINDOW)
         self.guard = DEFAULT_GUARD if guard is None else non_negative_seconds("guard", guard)
+        leased = check_lease(lease, lease_horizon, self.limit, self.window)
+        held = self.guard + (0.0 if leased is None else leased[1])  # a leased permit's wait
         self._windows = (self.window,)
-        self._guards = (AutoGuard(self.guard, self.window) if guard is None else None,)
+        self._guards = (AutoGuard(held, self.window) if guard is None else None,)
         self._adaptive = guard is None
         self.name = check_name(name)
         self.store = with_fallback(check_store(store, "window_acquire"), fallback)
@@ -346,7 +373,7 @@ class SlidingWindowLimiter(_WindowPolicy):
         self._static_costs = _static(self._cost_specs)
         self._timeout = None if timeout is None else non_negative_seconds("timeout", timeout)
         self._settle = check_settle(settle)
-        window_us = round((self.window + self.guard) * 1e6)
+        window_us = round((self.window + held) * 1e6)
         self._limits = (WindowLimit(self.name, self.limit, window_us),)
         self.follow_upstream = check_instance("follow_upstream", follow_upstream, bool)
         self.upstream_quota = (
@@ -354,6 +381,8 @@ class SlidingWindowLimiter(_WindowPolicy):
         )
         self.upstream_window = positive_seconds("upstream_window", upstream_window)
         self._follow = self._follower()
+        if leased is not None:
+            self._lease = Leaser(self, *leased)
 
     def _follower(self) -> Follower | None:
         if not self.follow_upstream:
