@@ -103,7 +103,8 @@ async def test_concurrent_callers_share_one_lease(
     await redis_client.config_resetstat()
     assert await _burst(lim, 40) == 40
     stats = (await redis_client.info("commandstats"))["cmdstat_evalsha"]
-    assert stats["calls"] <= 5  # not 40 round trips: one lease (and a caller or two direct)
+    # not 40 round trips: one lease (and a caller or two direct), plus the registry writes
+    assert stats["calls"] <= 7
 
 
 async def test_unused_permits_are_given_back_after_the_horizon(

@@ -85,8 +85,13 @@ def _listen(store: Any, sid: int) -> None:
     except TypeError:  # not weak-referenceable: no events
         return
 
+    connected = [False]
+
     def heard(tag: str) -> None:
-        if not tag:  # messages may have been lost: every waiter of this store asks
+        if not tag and not connected[0]:  # the subscription is established: nothing lost yet
+            connected[0] = True
+            return
+        if not tag:  # re-established: messages may have been lost, every waiter asks
             targets = [n for n in _waiting if n[0] == sid]
         else:
             nk = _tags.get((sid, tag))
