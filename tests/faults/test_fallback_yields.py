@@ -25,7 +25,8 @@ pytestmark = pytest.mark.redis
 
 RESTART_AFTER = 1.0  # seconds of outage
 RECOVERY = 3.0  # shared decisions resume within this of Redis answering again
-MAX_GAP = 0.1  # the heartbeat's longest gap
+MAX_GAP = 0.5  # the heartbeat's longest gap: a loop that never yields stalls it for seconds;
+# a busy 2-core machine (CI) was seen to pause a healthy loop for 0.3 s once
 
 
 @pytest.mark.parametrize("fallback", ["allow", "local", "deny"])

@@ -93,20 +93,25 @@ async def test_slow_redis_every_decision_within_timeout(
     The bound is on the library's own scheduling: a 2-core machine running other work can
     deschedule this process for longer than 50 ms, so a run over the bound gets one more
     chance (a second run on a fresh prefix); two runs over it fail the test."""
-    latencies, outcomes, fell_back = await _slow_run(fresh_redis_server, prefix, fallback)
-    if max(latencies) > BOUND:
-        first = sorted(latencies)[-3:]
-        latencies, outcomes, fell_back = await _slow_run(
-            fresh_redis_server, prefix + ":again", fallback
-        )
-        assert max(latencies) <= BOUND, (first, sorted(latencies)[-5:])
-    assert len(latencies) == CALLERS * ROUNDS
-    if fallback == "local":
-        assert all(o is True for o in outcomes)
-    else:
-        assert all(o is True or isinstance(o, StoreUnavailable) for o in outcomes)
-        fell_back = sum(isinstance(o, StoreUnavailable) for o in outcomes)
-    assert 0 < fell_back < CALLERS * ROUNDS  # Redis decided for some, the fallback for others
+    runs = [await _slow_run(fresh_redis_server, prefix, fallback)]
+    if max(runs[0][0]) > BOUND:
+        first = sorted(runs[0][0])[-3:]
+        runs.append(await _slow_run(fresh_redis_server, prefix + ":again", fallback))
+        assert max(runs[1][0]) <= BOUND, (first, sorted(runs[1][0])[-5:])
+    splits = []
+    for latencies, outcomes, fell_back in runs:
+        assert len(latencies) == CALLERS * ROUNDS
+        if fallback == "local":
+            assert all(o is True for o in outcomes)
+        else:
+            assert all(o is True or isinstance(o, StoreUnavailable) for o in outcomes)
+            fell_back = sum(isinstance(o, StoreUnavailable) for o in outcomes)
+        splits.append(fell_back)
+    # Redis decided for some, the fallback for others (the test exercises both paths). On a
+    # machine slow enough to need the second run, that run may see every decision fall back
+    # (seen once in CI on redis-py 5.0): the two runs together must show both.
+    assert any(f > 0 for f in splits), splits
+    assert any(f < CALLERS * ROUNDS for f in splits), splits
 
 
 async def test_queue_timeout_is_not_an_outage(fresh_redis_server: RedisServer, prefix: str) -> None:
