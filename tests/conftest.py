@@ -72,6 +72,21 @@ async def redis_store(redis_server: RedisServer, prefix: str) -> AsyncIterator[R
     await store.aclose()
 
 
+@pytest.fixture(params=["memory", "redis"])
+async def memory_or_redis_store(
+    request: pytest.FixtureRequest, prefix: str
+) -> AsyncIterator[MemoryStore | RedisStore]:
+    """In process, or on a real redis-server: for the cancellation suites, which override
+    ``store`` with it."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    s = RedisStore.from_url(server.url, prefix=prefix, timeout=2.0)
+    yield s
+    await s.aclose()
+
+
 @pytest.fixture(params=["memory", "fakeredis", "redis", "valkey", "cluster"])
 async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[object]:
     """Every store implementation, for the conformance suites (tests/conformance): the Redis

@@ -10,7 +10,6 @@ probe another caller probes within 1 s although the probe lease is 30 s.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -22,7 +21,6 @@ from resilience import (
     RedisStore,
     SlidingWindowLimiter,
 )
-from tests.redis_servers import RedisServer
 from tests.test_breaker_cancellation import LEASE, probes_within, trip
 from tests.test_limiter_cancellation import STEPS, cancel_after, settled
 
@@ -30,15 +28,9 @@ Store = MemoryStore | RedisStore
 BREAK = 0.05
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Store]:
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    s = RedisStore.from_url(server.url, prefix=prefix, timeout=2.0)
-    yield s
-    await s.aclose()
+@pytest.fixture
+def store(memory_or_redis_store: Store) -> Store:
+    return memory_or_redis_store
 
 
 async def test_a_hedge_waiting_for_a_permit_gives_it_back_when_the_first_attempt_wins(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -26,15 +26,9 @@ from tests.redis_servers import RedisServer
 Store = MemoryStore | RedisStore
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Store]:
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    s = RedisStore.from_url(server.url, prefix=prefix, timeout=2.0)
-    yield s
-    await s.aclose()
+@pytest.fixture
+def store(memory_or_redis_store: Store) -> Store:
+    return memory_or_redis_store
 
 
 async def held(store: Store, name: str, key: str = "") -> int:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,16 +27,10 @@ from tests.redis_servers import RedisServer
 ZERO = backoff.constant(0)
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Any]:
+@pytest.fixture
+def store(memory_or_redis_store: Any) -> Any:
     """The budget's store: in process, or a real redis-server."""
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    s = RedisStore.from_url(server.url, prefix=prefix, timeout=2.0)
-    yield s
-    await s.aclose()
+    return memory_or_redis_store
 
 
 async def counts(store: Any, name: str = "b") -> tuple[int, int]:
