@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ["arm", "await_bounded", "disarm", "run_bounded", "uncancel_if_expired"]
+__all__ = ["arm", "await_bounded", "disarm", "fired", "run_bounded", "uncancel_if_expired"]
 
 T = TypeVar("T")
 
@@ -158,6 +158,11 @@ def uncancel_if_expired(entry: list[Any]) -> bool:
     not fire), and the cancellation must propagate.
     """
     return entry[3] == _FIRED and _uncancel(entry[2])
+
+
+def fired(entry: list[Any]) -> bool:
+    """Whether ``entry``'s deadline has come and its task was cancelled (a mere query)."""
+    return bool(entry[3] == _FIRED)
 
 
 def disarm(entry: list[Any]) -> None:

@@ -10,7 +10,7 @@ import multiprocessing
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import redis.asyncio as aioredis
@@ -411,3 +411,40 @@ def test_fleet_local_share_while_redis_down(fresh_redis_server: RedisServer, pre
     assert _max_in_window(healthy_before, window - 0.05) <= limit
     assert _max_in_window(shared_after, window - 0.05) <= limit
     assert len(healthy_before) >= limit  # the quota was actually exercised
+
+
+def _in_connect(t: asyncio.Task[object]) -> bool:
+    """Whether ``t`` awaits inside redis-py's ``_connect`` (Task.get_stack stops at the top)."""
+    coro: Any = t.get_coro()
+    while coro is not None and getattr(coro, "cr_frame", None) is not None:
+        if coro.cr_frame.f_code.co_name == "_connect":
+            return True
+        coro = getattr(coro, "cr_await", None)
+    return False
+
+
+async def test_paused_redis_loop_stall_while_connecting(
+    fresh_redis_server: RedisServer, prefix: str
+) -> None:
+    """RL-18 under a loop stall (GC pause, CPU starvation) while decisions open connections to
+    a paused server: the store's deadline and redis-py's connect timeout (the same timeout) come
+    due in one loop iteration. Every decision still ends (falls back), none hangs."""
+    store = RedisStore.from_url(fresh_redis_server.url, prefix=prefix, timeout=TIMEOUT)
+    lim = SlidingWindowLimiter(100, 1.0, store=store, name="s", guard=0)
+    assert (await lim.try_acquire()).allowed
+    fresh_redis_server.signal(signal.SIGSTOP)
+    try:
+        tasks = [asyncio.ensure_future(lim.acquire(timeout=0)) for _ in range(20)]
+        for _ in range(50):
+            await asyncio.sleep(0)
+            if any(_in_connect(t) for t in asyncio.all_tasks()):
+                break
+        assert any(_in_connect(t) for t in asyncio.all_tasks())
+        time.sleep(TIMEOUT + 0.1)  # noqa: ASYNC251 - the stall
+        _, pending = await asyncio.wait(tasks, timeout=TIMEOUT * 4)
+        assert not pending, f"{len(pending)} of 20 decisions hang"
+        for t in tasks:  # admitted (local share) or refused; never StoreUnavailable
+            assert t.exception() is None or isinstance(t.exception(), RateLimited)
+    finally:
+        fresh_redis_server.signal(signal.SIGCONT)
+    await store.aclose()

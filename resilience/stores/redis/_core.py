@@ -264,7 +264,7 @@ class RedisCore:
             probe = health.enter()
             entry = arm(deadline, task)
             try:
-                result = await self._script(name, keys, args)
+                result = await self._script(name, keys, args, entry)
             except StoreUnavailable as exc:
                 raise health.failed(exc, probe) from exc.__cause__
             except StoreError:
@@ -322,8 +322,11 @@ class RedisCore:
             raise health.no_time_left(deadline - now)
         return now
 
-    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run script ``name``; any Redis failure becomes :class:`StoreUnavailable`."""
+    async def _script(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], entry: list[Any] | None = None
+    ) -> Any:
+        """Run script ``name`` (under ``entry``, the call's deadline); any Redis failure becomes
+        :class:`StoreUnavailable`."""
         sha = self._sha(name)
         wire = self._wire
         try:
@@ -331,9 +334,9 @@ class RedisCore:
             # EVAL runs the source and caches it again, in one round trip.
             if wire is not None:
                 try:
-                    return await wire.evalsha(sha, keys, args)
+                    return await wire.evalsha(sha, keys, args, entry)
                 except NoScriptError:
-                    return await wire.eval(lua_source(name), keys, args)
+                    return await wire.eval(lua_source(name), keys, args, entry)
             if self._cluster_pending:
                 await self.ready()
             try:

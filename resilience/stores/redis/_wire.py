@@ -51,6 +51,7 @@ it sees no ``EVALSHA`` from the store; the store's own telemetry reports its dec
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import weakref
@@ -61,6 +62,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from resilience._deadline import fired
 
 __all__ = ["Wire"]
 
@@ -143,17 +146,27 @@ class Wire:
         return isinstance(client, aioredis.Redis) and not client.single_connection_client
 
     def evalsha(
-        self, sha: str, keys: Sequence[str], args: Sequence[int | str]
+        self,
+        sha: str,
+        keys: Sequence[str],
+        args: Sequence[int | str],
+        entry: list[Any] | None = None,
     ) -> Coroutine[Any, Any, Any]:
         """``EVALSHA sha len(keys) *keys *args``; its reply (a plain function returning the
         round trip's coroutine: no extra coroutine frame on the hot path)."""
-        return self._roundtrip(self.pack_evalsha(sha, keys, args), "EVALSHA", sha, keys, args)
+        return self._roundtrip(
+            self.pack_evalsha(sha, keys, args), "EVALSHA", sha, keys, args, entry
+        )
 
     def eval(
-        self, source: str, keys: Sequence[str], args: Sequence[int | str]
+        self,
+        source: str,
+        keys: Sequence[str],
+        args: Sequence[int | str],
+        entry: list[Any] | None = None,
     ) -> Coroutine[Any, Any, Any]:
         """``EVAL source len(keys) *keys *args`` (packed by redis-py); its reply."""
-        return self._roundtrip(None, "EVAL", source, keys, args)
+        return self._roundtrip(None, "EVAL", source, keys, args, entry)
 
     def pack_evalsha(self, sha: str, keys: Sequence[str], args: Sequence[int | str]) -> bytes:
         """``EVALSHA sha len(keys) *keys *args`` in the protocol, ready to write.
@@ -185,9 +198,10 @@ class Wire:
         script: str,
         keys: Sequence[str],
         args: Sequence[int | str],
+        entry: list[Any] | None = None,
     ) -> Any:
         """Send ``verb script len(keys) *keys *args`` (``packed``, or packed here by redis-py)
-        and return the reply."""
+        and return the reply; ``entry``: the call's deadline (see ``_deadline.arm``)."""
         idle = self._idle
         pool = self.pool
         keep = self.keep
@@ -221,7 +235,14 @@ class Wire:
                 idle.append(conn)
             else:  # aclose() ran while this call was in flight: the connection is closed here
                 await conn.disconnect()
-        # A connection-level failure: once more, under the client's own retry policy.
+        # A connection-level failure: once more, under the client's own retry policy; but not
+        # once the call's deadline has fired: then this "failure" is our cancellation, turned
+        # into a TimeoutError by redis-py (5.x on Python 3.10: async_timeout around connect(),
+        # with socket_connect_timeout = the store's timeout, converts a cancellation that comes
+        # due with its own), and the repeat would run with no deadline left: forever on a
+        # paused server (socket_timeout=None). The caller turns this into its timeout.
+        if entry is not None and fired(entry):
+            raise asyncio.CancelledError
         return await self.client.execute_command(  # type: ignore[no-untyped-call]
             verb, script, len(keys), *keys, *args
         )
