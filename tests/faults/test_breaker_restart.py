@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from resilience import CircuitBreaker, CircuitOpen, RedisStore, StoreUnavailable
-from resilience.stores.base import BreakerSpec
+from resilience.stores.base import BreakerReply, BreakerSpec
 from resilience.stores.redis._health import health_of
 from tests.redis_servers import RedisServer
 
@@ -45,6 +45,20 @@ async def _until_up(store: RedisStore, spec: BreakerSpec, timeout: float = 10.0)
         except StoreUnavailable:
             pass
         assert time.monotonic() < deadline, "the restarted redis-server never answered"
+        await asyncio.sleep(0.05)
+
+
+async def _until_reseeded(
+    store: RedisStore, spec: BreakerSpec, gen: int, timeout: float = 5.0
+) -> BreakerReply:
+    """The store holds the open state of generation ``gen`` again (re-seeded by a process
+    that knew it); its state as read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = await store.breaker_admin(spec, "", "state", 0)
+        if st.state == "open" and st.gen == gen:
+            return st
+        assert time.monotonic() < deadline, f"the store was not re-seeded: {st}"
         await asyncio.sleep(0.05)
 
 
@@ -88,13 +102,7 @@ async def test_a_restart_while_open_lets_no_call_through_and_the_store_is_reseed
 
         # The process re-seeded the store (with the generation it knew), so a process that
         # never saw the trip is refused as well, until the same deadline.
-        deadline = time.monotonic() + 5
-        while True:
-            st = await store.breaker_admin(cb.spec, "", "state", 0)
-            if st.state == "open" and st.gen == opened.gen:
-                break
-            assert time.monotonic() < deadline, f"the store was not re-seeded: {st}"
-            await asyncio.sleep(0.05)
+        st = await _until_reseeded(store, cb.spec, opened.gen)
         assert 25 * S < st.wait_us <= opened.wait_us
         other = CircuitBreaker(2, 60, 30, store=other_store, name="api", state_refresh=0)
         with pytest.raises(CircuitOpen) as info:
@@ -170,5 +178,48 @@ async def test_an_explicit_close_written_after_the_loss_is_obeyed(
         st = await store.breaker_admin(cb.spec, "", "state", 0)
         assert (st.state, st.gen) == ("closed", 1)
     finally:
+        await store.aclose()
+        await other_store.aclose()
+
+
+async def test_a_loss_before_the_first_subscription_is_reseeded_too(
+    fresh_redis_server: RedisServer, prefix: str
+) -> None:
+    """The breaker trips, and the store restarts before this process's subscription to
+    transitions ever came up (its first connection was slow): the subscription's first
+    "established" must re-seed the open state as a re-established one does, or the rest of
+    the fleet calls an upstream this process knows to be refusing."""
+    url = fresh_redis_server.url
+    store = RedisStore.from_url(url, prefix=prefix, timeout=1.0)
+    other_store = RedisStore.from_url(url, prefix=prefix, timeout=1.0)
+    release = asyncio.Event()
+    open_pubsub = store._events.open_pubsub
+
+    async def held_back() -> Any:
+        await release.wait()  # the subscription's first connection waits for the restart
+        return await open_pubsub()
+
+    store._events.open_pubsub = held_back
+    # The default state_refresh: the view follows pushed transitions (state_refresh=0 asks
+    # the store at every call and subscribes to nothing).
+    cb = CircuitBreaker(2, 60, 30, store=store, name="api")
+    try:
+        await _trip(cb)
+        opened = await store.breaker_admin(cb.spec, "", "state", 0)
+        assert opened.state == "open"
+        assert not store._events.connected
+
+        fresh_redis_server.restart()  # the state is gone before any "established"
+        await _until_up(store, cb.spec)
+        release.set()  # now the first subscription comes up, on the empty server
+
+        st = await _until_reseeded(store, cb.spec, opened.gen)
+        assert 25 * S < st.wait_us <= opened.wait_us
+        other = CircuitBreaker(2, 60, 30, store=other_store, name="api", state_refresh=0)
+        with pytest.raises(CircuitOpen) as info:
+            await other.call(_ok)
+        assert 25 < info.value.retry_after <= 30
+    finally:
+        release.set()
         await store.aclose()
         await other_store.aclose()

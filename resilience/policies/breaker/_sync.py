@@ -35,7 +35,7 @@ class SyncedView(View):
     """A :class:`~resilience.policies.breaker._view.View` that follows the store's pushed
     transitions and re-seeds the open states the store has lost."""
 
-    __slots__ = ("__weakref__", "background", "events_up", "reseeding", "spec", "store", "unsub")
+    __slots__ = ("__weakref__", "background", "reseeding", "spec", "store", "unsub")
 
     def __init__(
         self,
@@ -50,8 +50,6 @@ class SyncedView(View):
         self.store = store
         self.background = background
         self.unsub: Callable[[], None] | None = None
-        # The subscription delivered its first "" (later ones: re-established).
-        self.events_up = False
         self.reseeding: set[str] = set()
 
     # ------------------------------------------------------------------ pushed transitions
@@ -66,7 +64,6 @@ class SyncedView(View):
             self.unsub()  # a subscription of a previous event loop
             self.unsub = None
         self.events_loop = asyncio.get_running_loop()
-        self.events_up = False
         subscribe = getattr(self.store, "breaker_subscribe", None)
         if subscribe is None:
             return
@@ -92,13 +89,13 @@ class SyncedView(View):
             now = time.monotonic()
             for k in [k for k, v in views.items() if v.state == "closed" or now >= v.fresh_until]:
                 del views[k]
-            if self.events_up:
-                # Re-established: the store may have restarted and lost the open states this
-                # process knows; re-seed them (a no-op where the store still has them).
-                for k, (gen, until) in list(self.opens.items()):
-                    if now < until:
-                        self._reseed(k, gen, until)
-            self.events_up = True
+            # Events may have been lost, and with them a restart of the store that lost the
+            # open states this process knows, also before the first subscription came up (a
+            # trip, then a restart, then the subscription): re-seed them on every (re)start.
+            # A no-op where the store still has them (the "restore" write is stale).
+            for k, (gen, until) in list(self.opens.items()):
+                if now < until:
+                    self._reseed(k, gen, until)
             return
         tag, _, rest = message.partition(" ")
         key = self.tags.get(tag)
