@@ -284,9 +284,11 @@ async def test_a_lost_release_holds_the_slot_only_until_it_leaves_its_window(
         await waiter
     d = await lim.try_acquire()
     assert not d.allowed
-    assert 0.55 < time.monotonic() - t0 + d.retry_after <= 0.62
+    # The slot is back at t0 + 0.6 (the entry leaves its window), not before; the upper
+    # bounds leave a loaded machine's scheduling room but stay far below the log's expiry.
+    assert 0.55 < time.monotonic() - t0 + d.retry_after <= 0.75
     if isinstance(store, RedisStore):
         for k in window_keys(store.prefix, "lost", ""):
             assert 0 < await store.client.pttl(k) <= 2700
     await lim.acquire(timeout=1.0)
-    assert time.monotonic() - t0 < 0.75
+    assert time.monotonic() - t0 < 0.85

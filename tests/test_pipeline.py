@@ -192,7 +192,7 @@ async def test_limiter_wait_is_bounded_by_the_retry_deadline() -> None:
     t0 = time.monotonic()
     with pytest.raises(RateLimited):
         await pipe.call(fn)
-    assert time.monotonic() - t0 < 0.1  # refused at once: the slot is 10 s away, past 0.3 s
+    assert time.monotonic() - t0 < 0.25  # refused at once: the slot is 10 s away, past 0.3 s
     assert calls == 1
 
 
@@ -226,7 +226,7 @@ async def test_retry_after_penalizes_the_key_for_everyone() -> None:
     # another tenant is not penalized
     t1 = time.monotonic()
     other = await Pipeline(limiter).call(upstream_ok, "globex")
-    assert other - t1 < 0.1
+    assert other - t1 < 0.25  # not the 0.3 s penalty of 'acme'
 
 
 @pytest.mark.redis

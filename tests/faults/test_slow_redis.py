@@ -13,23 +13,20 @@ import asyncio
 import time
 
 import pytest
-import redis
 
 from resilience import RedisStore, SlidingWindowLimiter, StoreUnavailable
 from resilience.stores import FallbackStore
 from resilience.stores.redis._health import health_of
+from tests.faults._bounds import CANCEL_ALLOWANCE
 from tests.latency_proxy import LatencyProxy
 from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis
 
 TIMEOUT = 0.5  # RedisStore.from_url's default
-# The bound the library states (timeout + 50 ms) holds with the redis-py it is tuned on (>= 8).
-# On the oldest redis-py pyproject.toml allows (5.0, tested by .ci/lowest), cancelling a command
-# in flight costs more (its connection teardown), and the clean-clone CI measured up to 0.76 s
-# with 640 callers: there the test holds a looser bound, as docs/failure-modes.md says.
-_OLD_REDIS_PY = int(redis.__version__.split(".")[0]) < 8
-BOUND = TIMEOUT + (0.3 if _OLD_REDIS_PY else 0.05)
+# The bound the library states: timeout + 50 ms with redis-py >= 8, looser on redis-py 5
+# (see tests/faults/_bounds.py and docs/failure-modes.md).
+BOUND = TIMEOUT + CANCEL_ALLOWANCE
 CALLERS = 640
 ROUNDS = 3  # decisions per caller, back to back
 
@@ -51,6 +48,25 @@ async def _latencies(lim: SlidingWindowLimiter) -> tuple[list[float], list[objec
     return latencies, outcomes
 
 
+async def _warm(lim: SlidingWindowLimiter, fs: FallbackStore, store: RedisStore) -> None:
+    """Warm the store's 64 connections and the script, before Redis turns slow: rounds of 64
+    decisions until two in a row were all decided by Redis. On a loaded machine 64 connects at
+    once can outlast the timeout (CI saw 45 fall back): those fall back, the store probes
+    again, and the next round finds the connections up. Bounded: 30 rounds."""
+    clean = 0
+    for _ in range(30):
+        before = fs.stats["window_acquire"]
+        await asyncio.gather(*(lim.try_acquire() for _ in range(64)), return_exceptions=True)
+        if fs.stats["window_acquire"] == before and not health_of(store).degraded:
+            clean += 1
+            if clean == 2:
+                return
+        else:
+            clean = 0
+            await asyncio.sleep(0.2)  # the store's next health probe
+    pytest.fail("the store never decided a round of 64 on an unloaded Redis")
+
+
 async def _slow_run(
     server: RedisServer, prefix: str, fallback: str
 ) -> tuple[list[float], list[object], int]:
@@ -68,16 +84,15 @@ async def _slow_run(
         )
         fs = lim.store
         assert isinstance(fs, FallbackStore)
-        for _ in range(3):  # the store's 64 connections and the script warm
-            await asyncio.gather(*(lim.try_acquire() for _ in range(64)))
-        assert fs.stats["window_acquire"] == 0
+        await _warm(lim, fs, store)
+        base = fs.stats["window_acquire"]
         proxy.delay = 0.15  # Redis turns slow
         latencies, outcomes = await _latencies(lim)
         gate = store._gate
         assert gate is not None
         assert gate.free == gate.slots  # every slot came back, however its call ended
         assert not gate._waiters
-        fell_back = fs.stats["window_acquire"]
+        fell_back = fs.stats["window_acquire"] - base
         await fs.aclose()
     return latencies, outcomes, fell_back
 
