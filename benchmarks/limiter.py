@@ -24,6 +24,12 @@ Two regimes: *admit* (a limit far above the offered load: every decision writes)
 (100 per second: nearly every decision is a refusal). Then memory per key (``MEMORY USAGE``)
 after 100 and 1000 admitted entries. Prints tables and the ratios the issue sets as targets:
 ours >= 0.8 x raw EVALSHA at every concurrency, and >= 2 x naive.
+
+Last, *weighted decisions*: Redis's own CPU per decision (``INFO commandstats``,
+``usec_per_call`` of EVALSHA) for a token quota (90 000 per minute, costs 1000-2000: one
+weighted entry per request) against a request quota (60 per minute, cost 1), admissions and
+refusals apart; median of 7 repetitions. A token costs what a request costs, not one entry
+per token. (This was a timed assertion in the tests; timings belong here.)
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -180,6 +188,45 @@ async def memory_per_key(url: str, entries: int) -> dict[str, int]:
     return out
 
 
+# ------------------------------------------------------------------------ weighted costs
+
+
+async def weighted_cpu(url: str, repetitions: int = 7) -> dict[str, dict[str, float]]:
+    """Redis CPU (us) per EVALSHA decision, median over ``repetitions``: the request quota
+    (cost 1) and the token quota (costs 1000-2000), admissions and refusals apart."""
+    admin = aioredis.Redis.from_url(url)
+    tokens = [1000] * 30 + [2000] * 30  # 90 000 in all: the token quota fills exactly
+    random.Random(11).shuffle(tokens)
+    samples: dict[str, dict[str, list[float]]] = {}
+
+    async def usec_per_call() -> float:
+        st = (await admin.info("commandstats")).get("cmdstat_evalsha", {})
+        return float(st.get("usec_per_call", 0.0))
+
+    for rep in range(repetitions):
+        await admin.flushdb()
+        store = RedisStore.from_url(url, prefix=f"w{rep}", timeout=5.0)
+        rpm = SlidingWindowLimiter(60, 60.0, store=store, name="requests (cost 1)", guard=0)
+        tpm = SlidingWindowLimiter(90_000, 60.0, store=store, name="tokens (1000-2000)", guard=0)
+        for lim, costs in ((rpm, [1] * 60), (tpm, tokens)):
+            await lim.try_acquire(key="warm")  # the script loaded, the connection up
+            cell = samples.setdefault(lim.name, {"admit": [], "refuse": []})
+            await admin.config_resetstat()
+            for c in costs:
+                assert (await lim.try_acquire(cost=c)).allowed
+            cell["admit"].append(await usec_per_call())
+            await admin.config_resetstat()
+            for c in costs[:40]:  # the key is full: refusals
+                assert not (await lim.try_acquire(cost=c)).allowed
+            cell["refuse"].append(await usec_per_call())
+        await store.aclose()
+    await admin.flushdb()
+    await admin.aclose()
+    return {
+        name: {k: statistics.median(v) for k, v in cell.items()} for name, cell in samples.items()
+    }
+
+
 # ----------------------------------------------------------------------------------- main
 
 
@@ -222,6 +269,17 @@ async def main(seconds: float) -> None:
         m100, m1000 = await memory_per_key(url, 100), await memory_per_key(url, 1000)
         for name in m100:
             print(f"{name:32}{m100[name]:14d}{m1000[name]:14d}")
+        print()
+        print("Weighted decisions: Redis CPU per EVALSHA (us, INFO commandstats, median of 7)")
+        print(f"{'':32}{'admission':>14}{'refusal':>14}")
+        cpu = await weighted_cpu(url)
+        for name, cell in cpu.items():
+            print(f"{name:32}{cell['admit']:14.2f}{cell['refuse']:14.2f}")
+        req, tok = cpu["requests (cost 1)"], cpu["tokens (1000-2000)"]
+        print(
+            f"{'tokens / requests':32}{tok['admit'] / req['admit']:14.2f}"
+            f"{tok['refuse'] / req['refuse']:14.2f}"
+        )
     finally:
         server.stop()
 

@@ -538,24 +538,20 @@ async def test_300_concurrent_calls_queue_for_connections(
 async def test_token_quota_costs_what_a_request_quota_costs(
     fresh_redis_server: RedisServer, fresh_client: aioredis.Redis
 ) -> None:
-    # 90 000 tokens/min with costs 1000-2000 vs 60 requests/min: the same number of entries,
-    # about the same bytes (MEMORY USAGE) and Redis CPU per decision (commandstats). One entry
-    # per token would be ~76 000 entries (~9 MB) and ~1000x the CPU.
+    # 90 000 tokens/min with costs 1000-2000 vs 60 requests/min: the same number of entries
+    # and about the same bytes (MEMORY USAGE). One entry per token would be ~76 000 entries
+    # (~9 MB). Redis CPU per decision is a timing, measured side by side in
+    # benchmarks/limiter.py ("Weighted decisions" in docs/benchmarks.md), not asserted here.
     store = RedisStore.from_url(fresh_redis_server.url, prefix="w", timeout=5.0)
     rpm = SlidingWindowLimiter(60, 60.0, store=store, name="rpm", guard=0)
     tpm = SlidingWindowLimiter(90_000, 60.0, store=store, name="tpm", guard=0)
     tokens = [1000] * 30 + [2000] * 30  # 90 000 in all
     random.Random(11).shuffle(tokens)
-    per_call = {}
     for lim, costs in ((rpm, [1] * 60), (tpm, tokens)):
-        await lim.try_acquire(key="warm")
-        await fresh_client.config_resetstat()
         for c in costs:
             assert (await lim.try_acquire(cost=c)).allowed
-        for c in costs[:40]:  # refusals (full key) cost the same too
+        for c in costs[:40]:  # the key is full: refusals write nothing
             assert not (await lim.try_acquire(cost=c)).allowed
-        st = (await fresh_client.info("commandstats"))["cmdstat_evalsha"]
-        per_call[lim.name] = st["usec_per_call"]
     z_rpm, z_tpm = window_keys("w", "rpm", "")[0], window_keys("w", "tpm", "")[0]
     assert await fresh_client.zcard(z_tpm) == await fresh_client.zcard(z_rpm) == 60
     mem_rpm = int(await fresh_client.memory_usage(z_rpm, samples=0) or 0)
@@ -564,8 +560,6 @@ async def test_token_quota_costs_what_a_request_quota_costs(
     # a dozen bytes more per entry, nothing like one entry per token.
     assert mem_tpm <= mem_rpm + 60 * 12, (mem_rpm, mem_tpm)
     assert mem_tpm < 10_000
-    # Redis CPU per decision: within 2x (noise) of the request quota's, + 10 us.
-    assert per_call["tpm"] <= 2 * per_call["rpm"] + 10, per_call
     await store.aclose()
 
 
