@@ -7,9 +7,16 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, settings
 
 from resilience import MemoryStore, RedisStore
 from tests.redis_servers import RedisCluster, RedisServer, ValkeyServer
+
+# Property tests check properties, not speed: no per-example deadline (hypothesis's default
+# 200 ms fails a correct test when a loaded CI machine stalls one example), and no "too slow"
+# health check. Tests that set their own settings inherit the rest of this profile.
+settings.register_profile("resilience", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("resilience")
 
 _prefixes = itertools.count()
 

@@ -287,8 +287,9 @@ async def test_worker_clocks_do_not_matter(redis_server: RedisServer, prefix: st
         open_until = int(r.hget(s_key, "ou"))  # type: ignore[arg-type]
         sec, usec = r.time()
         left = (open_until - (sec * 1_000_000 + usec)) / 1e6
-        # Open for 30 s by Redis's clock (minus the few ms since the trip), not 30 ± 30.
-        assert 29.5 <= left <= 30.0
+        # Open for 30 s by Redis's clock (minus the time since the trip: the worker's exit
+        # and join, up to a second or two on a loaded machine), not 30 +- 30.
+        assert 28.0 <= left <= 30.0
     finally:
         r.close()
 

@@ -104,9 +104,13 @@ async def test_a_busy_unit_log_keeps_few_dead_entries(
         assert (await redis_store.window_acquire(lim, "", (1,), -1)).allowed
         admitted += 1
     now_us = int(time.time() * 1e6)  # the test and the server share this machine's clock
-    live = await redis_client.zcount(z, now_us - 60_000, "+inf")
+    # Entries of the last 150 ms count as live: 100 ms of slack for a loaded machine that
+    # stalled this loop after its last trim. Still far from keeping 0.6 s's worth (asserted
+    # below: the log holds well under half of what was admitted).
+    live = await redis_client.zcount(z, now_us - 150_000, "+inf")
     assert admitted > 200  # the loop was busy enough to matter
     assert await redis_client.zcard(z) <= live + 40
+    assert await redis_client.zcard(z) < admitted / 2
 
 
 async def test_a_stale_extra_weight_heals(

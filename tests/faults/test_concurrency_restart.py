@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from resilience import ConcurrencyLimit, ConcurrencyLimited, RedisStore, StoreUnavailable
 from resilience.stores.redis._keys import concurrency_keys
+from tests.eventually import eventually
 from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -52,8 +53,11 @@ async def test_permits_survive_a_restart_and_nothing_leaks(
 
     calls = [asyncio.ensure_future(long_call()) for _ in range(2)]
     try:
-        await asyncio.sleep(0.2)
-        assert await side.zcard(holders) == 2
+
+        async def both_held() -> bool:
+            return int(await side.zcard(holders)) == 2
+
+        await eventually(both_held, what="both calls hold a permit")
         server.kill()
         # Down: the local share (2, alone) less the 2 permits still held: nothing more runs.
         with pytest.raises(ConcurrencyLimited):

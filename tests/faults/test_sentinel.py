@@ -4,6 +4,7 @@ the new master and the limit holds afterwards."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
@@ -89,15 +90,27 @@ async def test_from_sentinel_timeout_bounds_each_call(
     assert store.timeout == 0.3
     lim = SlidingWindowLimiter(10, 60.0, store=store, name="t", guard=0, fallback="deny")
     assert (await lim.try_acquire()).allowed
-    sentinel_set.master.signal(signal.SIGSTOP)
-    try:
+    took: list[float] = []
+    # One decision's time is one sample: a loaded 2-core machine that deschedules this
+    # process past the 50 ms allowance gets a second run (after the store recovered).
+    for _ in range(2):
+        sentinel_set.master.signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await lim.try_acquire()
+            took.append(time.monotonic() - t0)
+        finally:
+            sentinel_set.master.signal(signal.SIGCONT)
+        if took[-1] <= 0.3 + CANCEL_ALLOWANCE:
+            break
         t0 = time.monotonic()
-        with pytest.raises(StoreUnavailable):
-            await lim.try_acquire()
-        took = time.monotonic() - t0
-    finally:
-        sentinel_set.master.signal(signal.SIGCONT)
-    assert took <= 0.3 + CANCEL_ALLOWANCE, took
+        while health_of(store).degraded:  # the next run must wait on the master again
+            with contextlib.suppress(StoreUnavailable):
+                await lim.try_acquire()
+            assert time.monotonic() - t0 < 10, "the store never recovered"
+            await asyncio.sleep(0.02)
+    assert took[-1] <= 0.3 + CANCEL_ALLOWANCE, took  # not the client's 3 s socket_timeout
     await store.aclose()
 
 

