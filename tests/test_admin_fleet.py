@@ -148,7 +148,9 @@ async def test_a_pause_by_name_holds_every_process_off_every_key_new_ones_too(
     assert {p.limiters for p in st.processes} == {("api",)}
     assert len(st.processes) == 2
     await asyncio.sleep(1.5)
-    assert fleet.calls(after=paused + 0.3) == []
+    # A call admitted just before the pause may be reported a little later by a descheduled
+    # worker: 0.8 s of slack, then nothing for 0.7 s.
+    assert fleet.calls(after=paused + 0.8) == []
 
     # The late tenant was registered (by both processes) while held, and is held too.
     (lim,) = (await admin.status(store)).limiters
@@ -175,8 +177,8 @@ async def test_a_pause_of_one_key_holds_only_that_key(
     await fleet.wait_for(lambda e: _both_calling("early")(e) and _both_calling("late")(e), 30)
     await admin.pause(store, "api", "late", for_=30, who="test@ci")
     paused = time.time()
-    await asyncio.sleep(1.0)
-    assert fleet.calls(after=paused + 0.3, key="late") == []
+    await asyncio.sleep(1.5)
+    assert fleet.calls(after=paused + 0.8, key="late") == []  # slack as above
     assert len({e[1] for e in fleet.calls(after=paused + 0.3, key="early")}) == 2
 
 
