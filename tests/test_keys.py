@@ -73,7 +73,7 @@ _examples = iter(range(10**9))
 @settings(
     max_examples=40,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(k1=HOSTILE, k2=HOSTILE, name=HOSTILE)
 async def test_hostile_keys_on_a_real_store(

@@ -549,8 +549,8 @@ async def test_token_quota_costs_what_a_request_quota_costs(
     fresh_redis_server: RedisServer, fresh_client: aioredis.Redis
 ) -> None:
     # 90 000 tokens/min with costs 1000-2000 vs 60 requests/min: the same number of entries
-    # and about the same bytes (MEMORY USAGE). One entry per token would be ~76 000 entries
-    # (~9 MB). Redis CPU per decision is a timing, measured side by side in
+    # and about the same bytes (MEMORY USAGE). One entry per token would be 90 000 entries
+    # (~10 MB). Redis CPU per decision is a timing, measured side by side in
     # benchmarks/limiter.py ("Weighted decisions" in docs/benchmarks.md), not asserted here.
     store = RedisStore.from_url(fresh_redis_server.url, prefix="w", timeout=5.0)
     rpm = SlidingWindowLimiter(60, 60.0, store=store, name="rpm", guard=0)

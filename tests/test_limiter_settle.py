@@ -326,7 +326,9 @@ def test_memory_books_match_the_model(ops: list[tuple[Any, ...]]) -> None:
 
 @pytest.mark.redis
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(ops=OPS)
 def test_redis_books_match_the_model(redis_server: RedisServer, ops: list[tuple[Any, ...]]) -> None:

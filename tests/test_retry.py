@@ -547,23 +547,33 @@ async def test_one_attempt_never_retries() -> None:
 async def test_each_concurrent_call_is_cut_at_its_own_deadline() -> None:
     # 20 calls hang; their deadlines (0.1 .. 0.29 s) are registered in shuffled order, so the
     # shared per-loop timer must re-arm for earlier deadlines. Each ends with TimeoutError
-    # near its own deadline (mean lateness < 30 ms), not at the earliest or the latest one.
+    # near its own deadline, not at the earliest or a later one: never early, ends in the
+    # order of the deadlines (10 ms apart: a timer that fired late for an earlier deadline
+    # registered after a later one would end it after calls with later deadlines; a stalled
+    # loop delays them all alike, without reordering), and mean lateness < 60 ms.
     deadlines = [0.1 + 0.01 * i for i in range(20)]
     random.Random(5).shuffle(deadlines)
 
     async def hang() -> None:
         await asyncio.sleep(10)
 
-    async def one(d: float) -> float:
+    start = time.monotonic()
+
+    async def one(d: float) -> tuple[float, float]:
         t0 = time.monotonic()
         with pytest.raises(TimeoutError):
             await Retry(3, backoff=ZERO, deadline=d).call(hang)
-        return time.monotonic() - t0 - d
+        end = time.monotonic()
+        return end - t0 - d, end - start
 
-    lateness = await asyncio.gather(*(one(d) for d in deadlines))
+    got = await asyncio.gather(*(one(d) for d in deadlines))
+    lateness = [late for late, _ in got]
     assert min(lateness) >= -0.002
-    # Ending at the latest deadline would mean ~95 ms of lateness: < 60 ms leaves a loaded
-    # machine's scheduling room and still tells the two apart.
+    ends = [end for _, (_, end) in sorted(zip(deadlines, got, strict=True))]
+    # Each call ends no earlier than every call whose deadline is 20 ms or more earlier.
+    for i in range(len(ends)):
+        for j in range(i + 2, len(ends)):
+            assert ends[i] <= ends[j], (i, j, ends)
     assert sum(lateness) / len(lateness) < 0.06
 
 

@@ -142,12 +142,12 @@ async def test_queue_timeout_is_not_an_outage(fresh_redis_server: RedisServer, p
     """Callers that ran out of time queueing for a connection while Redis kept answering the
     others fall back, but do not put the store in degraded mode: Redis is slow, not down.
     (A run over the time bound gets a second run, as above.)"""
-    latencies, failures, degraded = await _queue_run(fresh_redis_server, prefix)
-    if max(latencies) > BOUND:
-        first = sorted(latencies)[-3:]
-        latencies, failures, degraded = await _queue_run(fresh_redis_server, prefix + ":again")
-        assert max(latencies) <= BOUND, (first, sorted(latencies)[-5:])
-    assert max(latencies) <= BOUND, sorted(latencies)[-5:]
-    assert failures
-    assert any("connection" in str(f) for f in failures), failures[:3]
-    assert not degraded
+    runs = [await _queue_run(fresh_redis_server, prefix)]
+    if max(runs[0][0]) > BOUND:
+        runs.append(await _queue_run(fresh_redis_server, prefix + ":again"))
+    for _latencies, failures, degraded in runs:  # every run: slow is not down
+        assert failures
+        assert any("connection" in str(f) for f in failures), failures[:3]
+        assert not degraded
+    first = sorted(runs[0][0])[-3:]
+    assert max(runs[-1][0]) <= BOUND, (first, sorted(runs[-1][0])[-5:])
