@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -48,18 +49,30 @@ async def _until_up(store: RedisStore, spec: BreakerSpec, timeout: float = 10.0)
         await asyncio.sleep(0.05)
 
 
-async def _until_reseeded(
-    store: RedisStore, spec: BreakerSpec, gen: int, timeout: float = 5.0
-) -> BreakerReply:
-    """The store holds the open state of generation ``gen`` again (re-seeded by a process
-    that knew it); its state as read."""
+async def _reseeded_and_refused(
+    store: RedisStore,
+    other_store: RedisStore,
+    spec: BreakerSpec,
+    opened: BreakerReply,
+    call: Callable[[], Awaitable[object]],
+    timeout: float = 5.0,
+) -> CircuitBreaker:
+    """The process re-seeded the store (with the generation it knew, the same deadline), so
+    a process that never saw the trip (a breaker on ``other_store``) is refused as well,
+    until that deadline. Returns that other process's breaker."""
     deadline = time.monotonic() + timeout
     while True:
         st = await store.breaker_admin(spec, "", "state", 0)
-        if st.state == "open" and st.gen == gen:
-            return st
+        if st.state == "open" and st.gen == opened.gen:
+            break
         assert time.monotonic() < deadline, f"the store was not re-seeded: {st}"
         await asyncio.sleep(0.05)
+    assert 25 * S < st.wait_us <= opened.wait_us
+    other = CircuitBreaker(2, 60, 30, store=other_store, name="api", state_refresh=0)
+    with pytest.raises(CircuitOpen) as info:
+        await other.call(call)
+    assert 25 < info.value.retry_after <= 30
+    return other
 
 
 async def _trip(cb: CircuitBreaker) -> None:
@@ -100,14 +113,7 @@ async def test_a_restart_while_open_lets_no_call_through_and_the_store_is_reseed
         assert all(isinstance(r, CircuitOpen) for r in results), results
         assert all(25 < r.retry_after <= 30 for r in results if isinstance(r, CircuitOpen))
 
-        # The process re-seeded the store (with the generation it knew), so a process that
-        # never saw the trip is refused as well, until the same deadline.
-        st = await _until_reseeded(store, cb.spec, opened.gen)
-        assert 25 * S < st.wait_us <= opened.wait_us
-        other = CircuitBreaker(2, 60, 30, store=other_store, name="api", state_refresh=0)
-        with pytest.raises(CircuitOpen) as info:
-            await other.call(call)
-        assert 25 < info.value.retry_after <= 30
+        other = await _reseeded_and_refused(store, other_store, cb.spec, opened, call)
         assert upstream == 0
 
         # An explicit close (an operator's, elsewhere) is obeyed at once: with
@@ -213,12 +219,7 @@ async def test_a_loss_before_the_first_subscription_is_reseeded_too(
         await _until_up(store, cb.spec)
         release.set()  # now the first subscription comes up, on the empty server
 
-        st = await _until_reseeded(store, cb.spec, opened.gen)
-        assert 25 * S < st.wait_us <= opened.wait_us
-        other = CircuitBreaker(2, 60, 30, store=other_store, name="api", state_refresh=0)
-        with pytest.raises(CircuitOpen) as info:
-            await other.call(_ok)
-        assert 25 < info.value.retry_after <= 30
+        await _reseeded_and_refused(store, other_store, cb.spec, opened, _ok)
     finally:
         release.set()
         await store.aclose()

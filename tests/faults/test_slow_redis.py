@@ -117,8 +117,7 @@ async def _queue_run(
     with LatencyProxy.running(server.port) as proxy:
         store = RedisStore.from_url(proxy.url, prefix=prefix, timeout=TIMEOUT, max_connections=4)
         lim = SlidingWindowLimiter(10**9, 60.0, store=store, name="q", guard=0, fallback="deny")
-        for _ in range(4):  # connections and the script warm
-            await asyncio.gather(*(lim.try_acquire() for _ in range(4)))
+        await warm_until_shared(lim, store, 4)  # connections and script warm
         proxy.delay = 0.1
         latencies: list[float] = []
         failures: list[StoreUnavailable] = []
