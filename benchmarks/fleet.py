@@ -13,7 +13,10 @@ key, with a limit far above the load (every decision admits and writes):
 - ``raw EVALSHA``: a trivial script (``return 1``) through redis-py with ``socket_timeout=None``
   (the setting ``RedisStore.from_url`` uses; see benchmarks/limiter.py): the floor
   of any one-script decision;
-- ``ours``: ``SlidingWindowLimiter.acquire`` on ``RedisStore.from_url`` (limit 10**7 per 1 s);
+- ``ours``: ``SlidingWindowLimiter.acquire`` on ``RedisStore.from_url`` (limit 10**7 per 1 s:
+  above ``MERGE_ABOVE``, so admissions share their slot's entry, see docs/ratelimit.md);
+- ``ours entry each``: the same with merging off (one entry per admission, as for limits up
+  to ``MERGE_ABOVE``);
 - ``ours leased``: the same with ``lease=64`` (leased permits, see docs/ratelimit.md);
 - ``limits``: the ``limits`` library's async moving window (redis-py), one EVALSHA per hit.
 
@@ -23,6 +26,11 @@ commandstats``: the EVALSHA usec of the run, which includes the commands the scr
 divided by the decisions made) and memory per key at the end of the run (``MEMORY USAGE`` of the
 contender's Redis keys, divided by the limiter keys it used: for ours the logs, metas, presence and
 registry keys; the log holds the last window's entries).
+
+``--memory``: memory per key at full use of 10**6 per minute: each contender (``ours``,
+``ours entry each``) runs ``--procs`` processes x ``--tasks`` tasks calling ``acquire(timeout=0.5)``
+for ``--seconds`` (70 or more: a whole window and then some), and reports the units in the
+window, the log's entries and ``MEMORY USAGE`` of the key's log and meta.
 
 ``--cluster``: the same for ``ours`` (and raw) on a 3-master test cluster, with 1 key vs
 ``--keys`` keys spread over the slots (each task picks its key round-robin). It also reports
@@ -50,7 +58,7 @@ from tests.redis_servers import RedisCluster, RedisServer
 
 LIMIT = 10**7  # per 1 s: far above the load
 LEASE = 64
-CONTENDERS = ("raw EVALSHA", "ours", "ours leased", "limits")
+CONTENDERS = ("raw EVALSHA", "ours", "ours entry each", "ours leased", "limits")
 SPAWN = multiprocessing.get_context("spawn")
 
 Decide = Callable[[int], Awaitable[object]]
@@ -59,7 +67,9 @@ Decide = Callable[[int], Awaitable[object]]
 # ----------------------------------------------------------------------------- workers
 
 
-async def _make(name: str, url: str, cluster: bool, nkeys: int) -> tuple[Decide, Any]:
+async def _make(
+    name: str, url: str, cluster: bool, nkeys: int, limit: int = LIMIT, window: float = 1.0
+) -> tuple[Decide, Any]:
     keys = [f"k{i}" for i in range(nkeys)]
     if name == "raw EVALSHA":
         if cluster:
@@ -76,12 +86,23 @@ async def _make(name: str, url: str, cluster: bool, nkeys: int) -> tuple[Decide,
 
         return raw, cc
     if name.startswith("ours"):
-        from resilience import RedisStore, SlidingWindowLimiter
+        from resilience import RateLimited, RedisStore, SlidingWindowLimiter
 
         store = RedisStore.from_url(url, prefix="ours", timeout=5.0, cluster=cluster)
         lim = SlidingWindowLimiter(
-            LIMIT, 1.0, store=store, name="bench", lease=LEASE if "leased" in name else None
+            limit, window, store=store, name="bench", lease=LEASE if "leased" in name else None
         )
+        if name == "ours entry each":
+            lim._merge = False  # as for a limit up to MERGE_ABOVE
+        if limit != LIMIT:  # --memory: full use, a bounded wait
+
+            async def full(i: int) -> object:
+                try:
+                    return await lim.acquire(keys[i % nkeys], timeout=0.5)
+                except RateLimited:
+                    return None
+
+            return full, store
 
         async def ours(i: int) -> object:
             return await lim.acquire(keys[i % nkeys])
@@ -107,16 +128,16 @@ async def _make(name: str, url: str, cluster: bool, nkeys: int) -> tuple[Decide,
 
 def worker(
     name: str, url: str, cluster: bool, nkeys: int, tasks: int, seconds: float, ready: Any,
-    go: Any, out: Any,
+    go: Any, out: Any, limit: int = LIMIT, window: float = 1.0,
 ) -> None:  # fmt: skip
-    out.put(asyncio.run(_work(name, url, cluster, nkeys, tasks, seconds, ready, go)))
+    out.put(asyncio.run(_work(name, url, cluster, nkeys, tasks, seconds, ready, go, limit, window)))
 
 
 async def _work(
     name: str, url: str, cluster: bool, nkeys: int, tasks: int, seconds: float, ready: Any,
-    go: Any,
+    go: Any, limit: int, window: float,
 ) -> tuple[int, float, list[float]]:  # fmt: skip
-    decide, closable = await _make(name, url, cluster, nkeys)
+    decide, closable = await _make(name, url, cluster, nkeys, limit, window)
     for i in range(50):  # warm up: connections, script cache
         await decide(i)
     ready.put(os.getpid())
@@ -185,13 +206,14 @@ def _pct(xs: list[float], q: float) -> float:
 
 async def run_cell(
     admin: Any, url: str, name: str, procs: int, tasks: int, seconds: float, cluster: bool,
-    nkeys: int,
+    nkeys: int, limit: int = LIMIT, window: float = 1.0,
 ) -> dict[str, float]:  # fmt: skip
     await admin.flushall(**_every_node(admin))
     ready, out, go = SPAWN.Queue(), SPAWN.Queue(), SPAWN.Event()
     ps = [
         SPAWN.Process(
-            target=worker, args=(name, url, cluster, nkeys, tasks, seconds, ready, go, out)
+            target=worker,
+            args=(name, url, cluster, nkeys, tasks, seconds, ready, go, out, limit, window),
         )
         for _ in range(procs)
     ]
@@ -235,7 +257,48 @@ HEADER = (
 )
 
 
+async def _log_state(admin: Any) -> tuple[int, int, int]:
+    """(units in the window, entries, MEMORY USAGE of log + meta) of ours' one key."""
+    from resilience.stores.redis._keys import window_keys
+
+    z, m = window_keys("ours", "bench", "k0")
+    t = await admin.time()
+    now = t[0] * 1_000_000 + t[1]
+    live = int(await admin.zcount(z, now - 61_000_000, "+inf"))  # (window + guard <= 61 s)
+    x = await admin.hget(m, "x")
+    units = live + int(x or 0)  # x: the extra weight of the entries (see window_acquire.lua)
+    size = sum([int(await admin.memory_usage(k, samples=0) or 0) for k in (z, m)])
+    return units, int(await admin.zcard(z)), size
+
+
+async def memory(args: argparse.Namespace) -> None:
+    """``--memory``: full use of 10**6 per minute, merged vs one entry per admission."""
+    server = RedisServer().start()
+    admin = aioredis.Redis.from_url(server.url, socket_timeout=None)  # MEMORY USAGE of 10**6
+    n = int(args.procs.split(",")[-1])
+    try:
+        v = (await admin.info("server"))["redis_version"]
+        print(
+            f"redis-server {v}; {os.cpu_count()} CPUs; {n} processes x {args.tasks} tasks, "
+            f"acquire(timeout=0.5) for {args.seconds}s; limit 1,000,000 per 60 s\n"
+        )
+        print("| contender | decisions/s | units in the window | entries | MEMORY USAGE B |")
+        print("|---|---:|---:|---:|---:|")
+        for name in ("ours", "ours entry each"):
+            c = await run_cell(
+                admin, server.url, name, n, args.tasks, args.seconds, False, 1, 10**6, 60.0
+            )
+            units, entries, size = await _log_state(admin)
+            print(f"| {name} | {c['rate']:,.0f} | {units:,} | {entries:,} | {size:,} |", flush=True)
+    finally:
+        await admin.aclose()
+        server.stop()
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.memory:
+        await memory(args)
+        return
     procs = [int(x) for x in args.procs.split(",")]
     cluster_nodes: RedisCluster | None = None
     server: RedisServer | None = None
@@ -331,4 +394,5 @@ if __name__ == "__main__":
     ap.add_argument("--cluster", action="store_true", help="3-master cluster, 1 vs many keys")
     ap.add_argument("--keys", default="1,64", help="with --cluster: key counts")
     ap.add_argument("--plot", default="", help="save a plot of decisions/s against N here")
+    ap.add_argument("--memory", action="store_true", help="memory at full use of 10**6/min")
     asyncio.run(main(ap.parse_args()))

@@ -212,7 +212,11 @@ async def weighted_cpu(url: str, repetitions: int = 7) -> dict[str, dict[str, fl
         # cost-1 admission, then 60 admissions fill it exactly.
         rpm = SlidingWindowLimiter(61, 60.0, store=store, name="requests (cost 1)", guard=0)
         tpm = SlidingWindowLimiter(90_001, 60.0, store=store, name="tokens (1000-2000)", guard=0)
-        for lim, costs in ((rpm, [1] * 60), (tpm, tokens)):
+        # The same, one entry per admission (as below MERGE_ABOVE): above it, admissions share
+        # their slot's entry (docs/ratelimit.md, "Memory").
+        each = SlidingWindowLimiter(90_001, 60.0, store=store, name="tokens, entry each", guard=0)
+        each._merge = False
+        for lim, costs in ((rpm, [1] * 60), (tpm, tokens), (each, tokens)):
             assert (await lim.try_acquire()).allowed
             await asyncio.sleep(0.05)  # background writes (registry, presence) land first
             cell = samples.setdefault(lim.name, {"admit": [], "refuse": []})
@@ -280,11 +284,13 @@ async def main(seconds: float) -> None:
         cpu = await weighted_cpu(url)
         for name, cell in cpu.items():
             print(f"{name:32}{cell['admit']:14.2f}{cell['refuse']:14.2f}")
-        req, tok = cpu["requests (cost 1)"], cpu["tokens (1000-2000)"]
-        print(
-            f"{'tokens / requests':32}{tok['admit'] / req['admit']:14.2f}"
-            f"{tok['refuse'] / req['refuse']:14.2f}"
-        )
+        req = cpu["requests (cost 1)"]
+        for name in ("tokens (1000-2000)", "tokens, entry each"):
+            tok = cpu[name]
+            print(
+                f"{name.split(' (')[0] + ' / requests':32}{tok['admit'] / req['admit']:14.2f}"
+                f"{tok['refuse'] / req['refuse']:14.2f}"
+            )
     finally:
         server.stop()
 

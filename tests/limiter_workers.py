@@ -15,9 +15,27 @@ from resilience import RedisStore, SlidingWindowLimiter, all_of
 
 
 def hammer(
-    url: str, prefix: str, limit: int, window: float, seconds: float, tasks: int, out: Any
+    url: str,
+    prefix: str,
+    limit: int,
+    window: float,
+    seconds: float,
+    tasks: int,
+    out: Any,
+    cost: int = 1,
+    grace_us: int | None = None,
+    merge_from: int | None = None,
 ) -> None:
-    """Half the tasks ``acquire`` (reservations), half ``try_acquire`` every 20-60 ms."""
+    """Half the tasks ``acquire`` (reservations), half ``try_acquire`` every 20-60 ms; each
+    admission costs ``cost``. Reports the number of admissions. ``grace_us``, ``merge_from``:
+    the store's ``MERGE_GRACE_US`` and ``MERGE_FROM`` in this process (see
+    ``resilience.stores.base``)."""
+    from resilience.stores.redis import _window
+
+    if grace_us is not None:
+        vars(_window)["MERGE_GRACE_US"] = grace_us  # the module reads it at each call
+    if merge_from is not None:
+        vars(_window)["MERGE_FROM"] = merge_from
 
     async def main() -> int:
         store = RedisStore.from_url(url, prefix=prefix, timeout=5.0, max_connections=32)
@@ -32,7 +50,7 @@ def hammer(
                 if left <= 0:
                     return
                 try:
-                    await lim.acquire(timeout=left)
+                    await lim.acquire(cost=cost, timeout=left)
                 except Exception:  # RateLimited: the next slot lies beyond the run
                     return
                 admitted += 1
@@ -40,7 +58,7 @@ def hammer(
         async def trier() -> None:
             nonlocal admitted
             while time.monotonic() < stop:
-                if (await lim.try_acquire()).allowed:
+                if (await lim.try_acquire(cost=cost)).allowed:
                     admitted += 1
                 await asyncio.sleep(random.uniform(0.02, 0.06))
 

@@ -147,9 +147,9 @@ class Counting(FallbackStore):
         self.counts["registry_put"] += 1
         await super().registry_put(*args)
 
-    async def window_acquire(self, *args: Any) -> Any:
+    async def window_acquire(self, *args: Any, **kwargs: Any) -> Any:
         self.counts["window_acquire"] += 1
-        return await super().window_acquire(*args)
+        return await super().window_acquire(*args, **kwargs)
 
 
 async def test_registration_adds_no_round_trip_per_call() -> None:

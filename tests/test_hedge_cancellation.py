@@ -21,6 +21,7 @@ from resilience import (
     RedisStore,
     SlidingWindowLimiter,
 )
+from resilience.stores.base import MERGE_ABOVE
 from tests.test_breaker_cancellation import LEASE, probes_within, trip
 from tests.test_limiter_cancellation import STEPS, cancel_after, settled
 
@@ -75,8 +76,10 @@ async def test_a_hedged_call_cancelled_at_any_point_holds_exactly_what_went_on(
     # With room, attempts are admitted (a decision round trip on Redis) and then hang in the
     # call; when full, every attempt sleeps in the limiter for a slot 60 s ahead. The caller
     # is cancelled after 0..15 loop steps (beyond 8: after some ms, during the sleeps).
+    # (With room: MERGE_ABOVE, the largest limit whose admissions keep an entry each, which
+    # a cancellation in flight gives back exactly; see test_limiter_cancellation.py.)
     name = f"h3{free}"
-    lim = SlidingWindowLimiter(10**6 if free else 1, 60.0, store=store, name=name, guard=0)
+    lim = SlidingWindowLimiter(MERGE_ABOVE if free else 1, 60.0, store=store, name=name, guard=0)
     if not free:
         await lim.acquire()
     went_on = 0

@@ -23,7 +23,7 @@ ANY = st.one_of(
     st.sampled_from(["local", "allow", "deny", "LOCAL", "", "10", 1.5, [], {}, object()]),
 )
 
-LIMITER_PARAMS = ["limit", "window", "guard", "name", "timeout", "fallback", "cost"]
+LIMITER_PARAMS = ["limit", "window", "guard", "name", "timeout", "fallback", "cost", "merge"]
 BREAKER_PARAMS = [
     "failure_threshold",
     "window",

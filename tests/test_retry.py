@@ -460,21 +460,33 @@ async def test_full_jitter_spreads_100_real_clients_rt2() -> None:
     # critical value (21.666, 9 dof). Seeded draws; timing noise (ms) is small next to 100 ms.
     # Each client's retry time is measured from its own first attempt, so an event-loop stall
     # in the test process (a GC pause) cannot shift the whole histogram.
-    rng = random.Random(11)
-    r = Retry(2, backoff=backoff.exponential(1.0, jitter="full", rng=rng))
-    seconds: list[float] = []
+    # A loaded machine can stall the loop for a bucket's width and move a group of wake-ups
+    # into the next bucket: a failed run is repeated once (same seed, the same draws), and
+    # both must fail. A design without jitter (or a bad one) fails every run.
 
-    async def client() -> None:
-        fn = Flaky(ConnectionError())
-        await r.call(fn)
-        seconds.append(fn.starts[1] - fn.starts[0])
+    async def run() -> list[int]:
+        rng = random.Random(11)
+        r = Retry(2, backoff=backoff.exponential(1.0, jitter="full", rng=rng))
+        seconds: list[float] = []
 
-    await asyncio.gather(*(client() for _ in range(100)))
-    buckets = [0] * 10
-    for s in seconds:
-        buckets[min(int(s * 10), 9)] += 1
-    assert max(buckets) <= 25
-    assert sum((b - 10) ** 2 / 10 for b in buckets) < 21.666
+        async def client() -> None:
+            fn = Flaky(ConnectionError())
+            await r.call(fn)
+            seconds.append(fn.starts[1] - fn.starts[0])
+
+        await asyncio.gather(*(client() for _ in range(100)))
+        buckets = [0] * 10
+        for s in seconds:
+            buckets[min(int(s * 10), 9)] += 1
+        return buckets
+
+    def spread(buckets: list[int]) -> bool:
+        return max(buckets) <= 25 and sum((b - 10) ** 2 / 10 for b in buckets) < 21.666
+
+    first = await run()
+    if not spread(first):
+        second = await run()
+        assert spread(second), (first, second)
 
 
 async def test_logs_every_retry_with_structured_extra(caplog: pytest.LogCaptureFixture) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import redis.asyncio as aioredis
 
 from resilience import RedisStore, SlidingWindowLimiter, StoreUnavailable
+from resilience.stores.base import MERGE_ABOVE
 from resilience.stores.redis._keys import window_keys
 from tests.latency_proxy import LatencyProxy
 from tests.redis_servers import RedisServer
@@ -21,7 +22,9 @@ from tests.redis_servers import RedisServer
 async def test_every_effective_cancel_raises_and_leaks_nothing(
     redis_store: RedisStore, redis_client: aioredis.Redis
 ) -> None:
-    lim = SlidingWindowLimiter(10**6, 60.0, store=redis_store, name="cancel", guard=0)
+    # (MERGE_ABOVE: an entry per admission, the release of which is exact; see
+    # test_limiter_cancellation.py for merged admissions.)
+    lim = SlidingWindowLimiter(MERGE_ABOVE, 60.0, store=redis_store, name="cancel", guard=0)
     await lim.try_acquire()  # connections and scripts warm
     lost = admitted = 0
     for n in range(300):
@@ -51,7 +54,9 @@ async def test_cancelled_while_queueing_for_a_connection(
     outside at every stage or timed out by the store: none is lost, no slot or entry leaks."""
     with LatencyProxy.running(redis_server.port) as proxy:
         store = RedisStore.from_url(proxy.url, prefix=prefix, timeout=0.3, max_connections=2)
-        lim = SlidingWindowLimiter(10**6, 60.0, store=store, name="q", guard=0, fallback="deny")
+        lim = SlidingWindowLimiter(
+            MERGE_ABOVE, 60.0, store=store, name="q", guard=0, fallback="deny"
+        )
         await asyncio.gather(*(lim.try_acquire() for _ in range(2)))  # connections warm
         proxy.delay = 0.03
         tasks = [asyncio.create_task(lim.try_acquire()) for _ in range(40)]

@@ -71,6 +71,7 @@ from resilience.stores.base import (
     Store,
     WindowLimit,
     WindowResult,
+    takes_merge,
 )
 from resilience.stores.memory import MemoryStore
 
@@ -82,6 +83,11 @@ __all__ = [
     "fair_share",
     "with_fallback",
 ]
+
+# window_acquire's optional keyword (see WindowOps.window_acquire, "Merging"): passed only to
+# a primary that takes it.
+_MERGE: dict[str, bool] = {"merge": True}
+_ALONE: dict[str, bool] = {}
 
 logger = logging.getLogger("resilience")
 
@@ -169,6 +175,7 @@ class FallbackStore(FallbackConcurrency, FallbackRegistry):
                 f"primary must implement the Store protocol, got {type(primary).__name__}"
             )
         self.primary = primary
+        self._merges = takes_merge(primary)  # see WindowOps.window_acquire, "Merging"
         self.mode = check_fallback(mode, "mode")
         if (
             isinstance(presence_interval, bool)
@@ -265,11 +272,15 @@ class FallbackStore(FallbackConcurrency, FallbackRegistry):
         key: str,
         costs: Sequence[int],
         max_wait_us: int,
+        *,
+        merge: bool = False,
     ) -> WindowResult:
         """See :meth:`resilience.stores.base.WindowOps.window_acquire`; falls back by mode."""
         self.fleet.announce(limits, key)  # in the background, also while down (see _fleet)
         try:
-            r = await self.primary.window_acquire(limits, key, costs, max_wait_us)
+            r = await self.primary.window_acquire(
+                limits, key, costs, max_wait_us, **(_MERGE if merge and self._merges else _ALONE)
+            )
         except StoreUnavailable as exc:
             await _yield(0)  # before deciding: a cancellation here leaves nothing behind
             if self.mode == "deny":
@@ -280,7 +291,7 @@ class FallbackStore(FallbackConcurrency, FallbackRegistry):
             shares = self.share(limits, key)
             if any(c > s.limit for c, s in zip(costs, shares, strict=True)):
                 return WindowResult(False, 0, max(s.window_us for s in shares), "")
-            lr = await self.local.window_acquire(shares, key, costs, max_wait_us)
+            lr = await self.local.window_acquire(shares, key, costs, max_wait_us, merge=merge)
             return lr._replace(token="L" + lr.token) if lr.allowed else lr
         if self._down:
             self._up()

@@ -52,6 +52,7 @@ it over every store it ships.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
@@ -63,6 +64,10 @@ __all__ = [
     "MAX_REGISTRY_KEYS",
     "MAX_TOKEN_LENGTH",
     "MAX_WEIGHT",
+    "MERGE_ABOVE",
+    "MERGE_FROM",
+    "MERGE_GRACE_US",
+    "MERGE_SLOTS",
     "BreakerAction",
     "BreakerEventCallback",
     "BreakerOps",
@@ -86,6 +91,8 @@ __all__ = [
     "WindowLimit",
     "WindowOps",
     "WindowResult",
+    "merge_slot_us",
+    "takes_merge",
 ]
 
 
@@ -95,6 +102,62 @@ MAX_TOKEN_LENGTH = 64
 #: The most one limiter log may weigh, admitted plus reserved entries (2**52): counts stay
 #: below 2**53, exact in a Lua double as in a Python int (see :meth:`WindowOps.window_acquire`).
 MAX_WEIGHT = 2**52
+
+#: Limits above this many units per window may merge admissions (see :func:`merge_slot_us`);
+#: at or below it every admission keeps its own entry, so a log holds at most this many.
+MERGE_ABOVE = 10_000
+
+#: A merging limit's window is cut into this many slots (see :func:`merge_slot_us`).
+MERGE_SLOTS = 5_000
+
+#: A log merges admissions only once it holds this many live entries (see
+#: :func:`merge_slot_us`): a smaller log keeps an entry per admission.
+MERGE_FROM = 5_000
+
+#: A merging caller's reservation keeps an entry of its own (its waiter may still release it,
+#: or move it up) until this long after it fell due; then it joins its slot's entry.
+MERGE_GRACE_US = 500_000
+
+
+def merge_slot_us(limit: int, window_us: int) -> int:
+    """The slot width (microseconds) in which admissions of a limit may share one entry, or
+    ``0`` when they may not (``limit <= MERGE_ABOVE``: one entry per admission, exact to the
+    microsecond).
+
+    Above :data:`MERGE_ABOVE`, once a key's log holds :data:`MERGE_FROM` live entries, the
+    admissions of a merging caller (``window_acquire(..., merge=True)``: one that never
+    settles them) share one entry per slot, which sits at the slot's *last* microsecond: an
+    admission for now joins its slot's entry at once; a reservation keeps its own entry until
+    :data:`MERGE_GRACE_US` after it fell due (its waiter may release it or move it up until
+    then), then joins the entry of its slot. An
+    admission is so counted from up to one slot after it happened, never from before: the
+    window never admits more than ``limit``, and a unit frees at most one slot late. A log
+    then holds at most :data:`MERGE_FROM` entries of its own plus :data:`MERGE_SLOTS` merged
+    ones, the reservations of the last :data:`MERGE_GRACE_US` and those ahead, whatever the
+    limit. The slot is ``window_us //
+    MERGE_SLOTS`` (a minute's window: 12 ms), but at least 1 ms or 1 % of the window,
+    whichever is less (a second's window: 1 ms, so at most 1 000 entries): a slot's entry is
+    opened and closed once per slot, and finer slots would cost a busy key's script that
+    work every few decisions for a resolution nobody needs.
+    """
+    if limit <= MERGE_ABOVE:
+        return 0
+    return max(window_us // MERGE_SLOTS, min(1_000, window_us // 100), 1)
+
+
+def takes_merge(store: object) -> bool:
+    """Whether ``store.window_acquire`` names the ``merge`` keyword (a store written before
+    it may not: a caller then never passes it, and every admission keeps its own entry). A
+    ``**kwargs`` is not enough: a wrapper that forwards them to a store without ``merge``
+    would fail on every merging call."""
+    fn = getattr(store, "window_acquire", None)
+    if fn is None:
+        return False
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+        return False
+    return "merge" in params
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,6 +226,20 @@ class WindowOps(Protocol):
         ``max_wait_us``. With limits of at most 2**40, every count a store keeps stays below
         2**53, exact in a Lua double (Redis scripts) as in a Python int, so every store
         decides the same.
+
+        Merging (bounded memory), an optional keyword: a store may also take ``merge: bool
+        = False`` (keyword-only; the shipped stores do, see :func:`takes_merge`). With
+        ``merge=True`` the caller promises never to release, settle or advance this
+        admission once it is used: it may release a reservation it no longer wants (a
+        cancelled waiter), before :data:`MERGE_GRACE_US` after the slot fell due. Then,
+        under each limit whose :func:`merge_slot_us` is positive and whose log holds
+        :data:`MERGE_FROM` live entries or more, a request admitted *now*
+        adds its weight to the log's entry of the current slot (created at the slot's last
+        microsecond if there is none) instead of an entry of its own, and its token names
+        no entry (releasing it changes nothing); a reservation keeps its own entry, and
+        joins its slot's entry once due for :data:`MERGE_GRACE_US`. A caller passes
+        ``merge`` only to a store that takes it; a store without it keeps an entry per
+        admission, as before.
         """
         ...
 

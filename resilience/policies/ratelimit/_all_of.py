@@ -18,7 +18,7 @@ from resilience.policies.ratelimit._follow import Follower, quota_names
 from resilience.policies.ratelimit._guard import AutoGuard
 from resilience.policies.ratelimit._limiter import SlidingWindowLimiter, _WindowPolicy
 from resilience.policies.ratelimit._reserve import SettleFn
-from resilience.policies.ratelimit._reserving import check_settle
+from resilience.policies.ratelimit._reserving import check_settle, merges
 from resilience.stores.base import WindowLimit
 
 __all__ = ["AllOf", "all_of"]
@@ -56,6 +56,7 @@ class AllOf(_WindowPolicy):
             WindowLimit(lim.name, lim.limit, round((lim.window + lim.guard) * 1e6))
             for lim in limiters
         )
+        self._merge = all(lim.merge for lim in limiters) and merges(store, self._limits)
         # Each adaptive member's guard adapts here too, from the calls this combination admits.
         self._windows = tuple(lim.window for lim in limiters)
         self._guards = tuple(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from resilience.pipeline import CallContext, KeySpec, resolve_key
@@ -15,12 +15,24 @@ from resilience.policies._validate import call_key, non_negative_seconds
 from resilience.policies.ratelimit._decision import CostSpec, _call_costs, _retrieve
 from resilience.policies.ratelimit._execute import call_and_learn
 from resilience.policies.ratelimit._reserve import _FOREVER_US, Reserve, SettleFn
-from resilience.stores.base import Store, WindowLimit
+from resilience.stores.base import Store, WindowLimit, merge_slot_us, takes_merge
 
-__all__ = ["Reserving", "SettleFn", "check_settle"]
+__all__ = ["ALONE", "MERGE", "Reserving", "SettleFn", "check_settle", "merges"]
 
 T = TypeVar("T")
 logger = logging.getLogger("resilience")
+
+
+#: ``window_acquire``'s keyword for an admission nobody settles, and none for the rest: a
+#: store that predates ``merge`` is never passed it (see :func:`merges`).
+MERGE: dict[str, bool] = {"merge": True}
+ALONE: dict[str, bool] = {}
+
+
+def merges(store: object, limits: Sequence[WindowLimit]) -> bool:
+    """Whether a policy passes ``merge=True`` for admissions it never settles: some limit
+    merges (:func:`resilience.stores.base.merge_slot_us`) and the store takes the keyword."""
+    return any(merge_slot_us(lim.limit, lim.window_us) for lim in limits) and takes_merge(store)
 
 
 def check_settle(settle: object, param: str = "settle") -> SettleFn | None:
@@ -42,6 +54,9 @@ class Reserving:
     _static_costs: tuple[int, ...] | None
     _cost_specs: tuple[CostSpec, ...]
     _adaptive: bool
+    #: Admissions for now may share their slot's entry (a limit above MERGE_ABOVE, a store
+    #: that takes ``merge``): see :func:`resilience.stores.base.merge_slot_us`.
+    _merge: bool = False
     #: The ``settle`` option: reserve, call, settle to the actual cost.
     _settle: SettleFn | None = None
     #: Costs and settles are mappings by limiter name (:func:`resilience.all_of`), not ints.
@@ -51,7 +66,12 @@ class Reserving:
         raise NotImplementedError  # pragma: no cover (see _WindowPolicy)
 
     async def _take(
-        self, key: str, costs: tuple[int, ...], max_wait_us: int, ctx: CallContext | None
+        self,
+        key: str,
+        costs: tuple[int, ...],
+        max_wait_us: int,
+        ctx: CallContext | None,
+        merge: bool = False,
     ) -> tuple[int, str, tuple[WindowLimit, ...]]:
         raise NotImplementedError  # pragma: no cover (see _WindowPolicy)
 

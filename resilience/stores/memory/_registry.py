@@ -27,7 +27,7 @@ from resilience.stores.memory._core import MemoryCore
 if TYPE_CHECKING:
     from resilience.stores.memory._breaker import _Breaker
     from resilience.stores.memory._concurrency import _Slots
-    from resilience.stores.memory._window import _Log
+    from resilience.stores.memory._log import Log
 
 __all__ = ["MemoryRegistry"]
 
@@ -46,7 +46,7 @@ class _Entry:
 class MemoryRegistry(MemoryCore):
     """Registry entries, holds and audit entries in process memory."""
 
-    _logs: dict[tuple[str, str], _Log]  # the window's logs (MemoryWindow)
+    _logs: dict[tuple[str, str], Log]  # the window's logs (MemoryWindow)
     _breakers: dict[tuple[str, str], _Breaker]  # the breakers (MemoryBreaker)
     _slots: dict[tuple[str, str], _Slots]  # the concurrency limits (MemoryConcurrency)
 

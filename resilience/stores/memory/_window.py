@@ -3,10 +3,8 @@
 The same algorithm as ``stores/redis/lua/window_acquire.lua``, on the process's monotonic clock.
 Every decision runs without an ``await`` in between, so it is atomic on the event loop.
 
-Each log keeps its entries in three parallel lists (slot time, weight, token) sorted by slot
-time, with a ``head`` index before which entries have left the window: trimming moves ``head``
-instead of shifting the lists, and the dead prefix is dropped once it is larger than the live
-part, so a decision costs O(log n) amortized however long the log is.
+Each limit's log for one key is a :class:`~resilience.stores.memory._log.Log`: parallel lists
+sorted by slot time, trimmed by moving a head index (see there).
 
 Python's ints are exact at any size, Lua's doubles only up to 2**53: like the script, a log
 never weighs more than :data:`resilience.stores.base.MAX_WEIGHT` (admitted plus reserved), so
@@ -23,11 +21,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-from bisect import bisect_right
 from collections.abc import Sequence
 
-from resilience.stores.base import MAX_WEIGHT, WindowLimit, WindowResult
+from resilience.stores.base import (
+    MAX_WEIGHT,
+    MERGE_ABOVE,
+    MERGE_FROM,
+    MERGE_GRACE_US,
+    WindowLimit,
+    WindowResult,
+    merge_slot_us,
+)
 from resilience.stores.memory._core import PACE, MemoryCore
+from resilience.stores.memory._log import COMPACT_MIN as _COMPACT_MIN
+from resilience.stores.memory._log import Log as _Log
 
 __all__ = ["MemoryWindow"]
 
@@ -35,106 +42,6 @@ _SWEEP_EVERY = 4096
 # tuple.__new__ bound to WindowResult: a C call, several times cheaper than the NamedTuple's
 # Python __new__ (and than its _make, a Python classmethod on 3.11).
 _result = functools.partial(tuple.__new__, WindowResult)
-_COMPACT_MIN = 64
-
-
-class _Log:
-    """One limit's log for one key: live entries are ``at[head:]`` (sorted), their total
-    weight, the penalty end and the limit's window (for the idle sweep)."""
-
-    __slots__ = (
-        "at",
-        "cap",
-        "cap_until",
-        "head",
-        "penalty",
-        "tokens",
-        "total",
-        "weights",
-        "window",
-    )
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self.at: list[int] = []
-        self.tokens: list[str] = []
-        self.weights: list[int] = []
-        self.head = 0
-        self.total = 0
-        self.penalty = 0
-        self.cap = 0  # a learned limit (window_learn), in force until cap_until
-        self.cap_until = 0
-
-    def limit(self, limit: int, cost: int, now: int) -> int:
-        """``limit``, or the learned cap while it is in force (never below ``cost``)."""
-        if self.cap_until > now and self.cap < limit:
-            return self.cap if self.cap > cost else cost
-        return limit
-
-    def trim(self, horizon: int) -> None:
-        """Drop the entries at or before ``horizon`` (= now - window): they left the window."""
-        at = self.at
-        head = self.head
-        if head < len(at) and at[head] <= horizon:
-            w = self.weights
-            k = head + 1
-            if k < len(at) and at[k] <= horizon:
-                k = bisect_right(at, horizon, k)
-                self.total -= sum(w[head:k])
-            else:  # the common case under steady traffic: one entry left since the last call
-                self.total -= w[head]
-            if k >= _COMPACT_MIN and k * 2 >= len(at):
-                del at[:k], self.tokens[:k], w[:k]
-                k = 0
-            self.head = k
-
-    def earliest(self, now: int, window: int, limit: int, cost: int) -> int:
-        """Earliest slot time >= now at which ``cost`` more units fit (ignoring the penalty)."""
-        need = self.total + cost - limit
-        if need <= 0:
-            return now
-        acc = 0
-        weights = self.weights
-        for i in range(self.head, len(weights)):
-            acc += weights[i]
-            if acc >= need:
-                slot = self.at[i] + window
-                return slot if slot > now else now
-        raise AssertionError("log total out of sync")  # pragma: no cover
-
-    def insert(self, at: int, token: str, cost: int) -> None:
-        times = self.at
-        if not times or times[-1] <= at:  # the common case: the newest entry
-            times.append(at)
-            self.tokens.append(token)
-            self.weights.append(cost)
-        else:
-            i = bisect_right(times, at, self.head)
-            times.insert(i, at)
-            self.tokens.insert(i, token)
-            self.weights.insert(i, cost)
-        self.total += cost
-
-    def find(self, token: str, weight: int) -> int:
-        """The index of the live entry ``token`` of weight ``weight``, or -1."""
-        if not token:
-            return -1
-        try:
-            i = self.tokens.index(token, self.head)
-        except ValueError:
-            return -1
-        return i if self.weights[i] == weight else -1
-
-    def remove(self, token: str) -> bool:
-        if not token:  # entries admitted by window_admit carry "": nobody releases them
-            return False
-        try:
-            i = self.tokens.index(token, self.head)
-        except ValueError:
-            return False
-        self.total -= self.weights[i]
-        del self.at[i], self.tokens[i], self.weights[i]
-        return True
 
 
 class MemoryWindow(MemoryCore):
@@ -163,6 +70,8 @@ class MemoryWindow(MemoryCore):
         key: str,
         costs: Sequence[int],
         max_wait_us: int,
+        *,
+        merge: bool = False,
     ) -> WindowResult:
         """See :meth:`resilience.stores.base.WindowOps.window_acquire`."""
         if self._pace():
@@ -186,7 +95,19 @@ class MemoryWindow(MemoryCore):
             ):
                 return _result((False, remaining if remaining > 0 else 0, wait, ""))
             token = str(next(self._tokens))
-            log.insert(at, token, cost)
+            slot = merge_slot_us(lim.limit, lim.window_us) if merge else 0
+            if slot:  # as window_acquire.lua: "m", and merging once the log is large
+                token = "m" + token
+                if len(log.at) - log.head < MERGE_FROM:
+                    slot = 0
+                else:
+                    log.compact(now - MERGE_GRACE_US, slot)
+            if slot and wait == 0:
+                log.merge(now - now % slot + slot - 1, cost)
+            else:  # (a merging caller's admission for now: no "m", as window_acquire.lua)
+                log.insert(
+                    at, token[1:] if merge and wait == 0 and token[0] == "m" else token, cost
+                )
             return _result((True, remaining if remaining > 0 else 0, wait, token))
         at = now
         rem: int | None = None
@@ -210,8 +131,19 @@ class MemoryWindow(MemoryCore):
         if wait > 0 and (max_wait_us < 0 or wait > max_wait_us or over):
             return WindowResult(False, remaining, wait, "")
         token = str(next(self._tokens))
-        for log, cost in zip(logs, costs, strict=True):
-            log.insert(at, token, cost)
+        slots = [merge_slot_us(lim.limit, lim.window_us) if merge else 0 for lim in limits]
+        if any(slots):
+            token = "m" + token
+        for j, g in enumerate(logs):
+            if len(g.at) - g.head < MERGE_FROM:
+                slots[j] = 0
+        for slot, log, cost in zip(slots, logs, costs, strict=True):
+            if slot:
+                log.compact(now - MERGE_GRACE_US, slot)
+            if slot and wait == 0:
+                log.merge(now - now % slot + slot - 1, cost)
+            else:
+                log.insert(at, token[1:] if wait == 0 and token[0] == "m" else token, cost)
         return WindowResult(True, remaining, wait, token)
 
     def window_admit(
@@ -221,7 +153,9 @@ class MemoryWindow(MemoryCore):
 
         Synchronous: the decision :meth:`window_acquire` takes when it admits for now
         (``wait_us == 0``), without the coroutine, for a caller that uses its slot at once and
-        so never releases it (the entry carries no token). ``True``: admitted. ``False``,
+        so never releases it (the entry carries no token; a limit above
+        :data:`~resilience.stores.base.MERGE_ABOVE` merges it as ``merge=True`` does).
+        ``True``: admitted. ``False``,
         with nothing recorded and no decision counted, when the request would wait or be
         refused: the caller then awaits :meth:`window_acquire`. ``None`` on the store's pace
         turn (every :data:`~resilience.stores.memory._core.PACE`-th decision yields to the
@@ -259,7 +193,10 @@ class MemoryWindow(MemoryCore):
                 or (log.cap_until and log.total + cost > log.limit(lim.limit, cost, now))
             ):
                 return False
-            if not at or at[-1] <= now:  # no reservation ahead: the newest entry
+            if lim.limit > MERGE_ABOVE and len(at) - log.head >= MERGE_FROM:  # merge_slot_us
+                slot = merge_slot_us(lim.limit, lim.window_us)
+                log.merge(now - now % slot + slot - 1, cost)
+            elif not at or at[-1] <= now:  # no reservation ahead: the newest entry
                 at.append(now)
                 log.tokens.append("")
                 log.weights.append(cost)
@@ -275,8 +212,12 @@ class MemoryWindow(MemoryCore):
             if log.total + cost > log.limit(lim.limit, cost, now) or log.penalty > now:
                 return False
             logs.append(log)
-        for log, cost in zip(logs, costs, strict=True):
-            log.insert(now, "", cost)
+        for lim, log, cost in zip(limits, logs, costs, strict=True):
+            slot = merge_slot_us(lim.limit, lim.window_us)
+            if slot and len(log.at) - log.head >= MERGE_FROM:
+                log.merge(now - now % slot + slot - 1, cost)
+            else:
+                log.insert(now, "", cost)
         self._paced = paced
         return True
 

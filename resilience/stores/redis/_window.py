@@ -9,7 +9,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from resilience.stores.base import WindowLimit, WindowResult
+from resilience.stores.base import (
+    MERGE_FROM,
+    MERGE_GRACE_US,
+    WindowLimit,
+    WindowResult,
+    merge_slot_us,
+)
 from resilience.stores.redis._core import RedisCore, nonce
 from resilience.stores.redis._keys import window_channel, window_keys
 from resilience.stores.redis._pubsub import BreakerEvents
@@ -73,9 +79,11 @@ class RedisWindow(RedisCore):
         key: str,
         costs: Sequence[int],
         max_wait_us: int,
+        *,
+        merge: bool = False,
     ) -> WindowResult:
         """See :meth:`resilience.stores.base.WindowOps.window_acquire`."""
-        token = nonce()
+        token = nonce()  # hex: [0-9a-f]
         if len(limits) == 1:
             lim = limits[0]
             args: tuple[int | str, ...] = (max_wait_us, token, lim.limit, lim.window_us, costs[0])
@@ -83,13 +91,20 @@ class RedisWindow(RedisCore):
             args = (max_wait_us, token)
             for lim, cost in zip(limits, costs, strict=True):
                 args += (lim.limit, lim.window_us, cost)
+        if merge:
+            slots = tuple(merge_slot_us(lim.limit, lim.window_us) for lim in limits)
+            if any(slots):  # "m": a merging caller's reservation (see window_acquire.lua)
+                token = "m" + token
+                args = (args[0], token, *args[2:], *slots, MERGE_GRACE_US, MERGE_FROM)
         keys = self._window_keys(limits, key)
         try:
             r = await self._eval("window_acquire", keys, args)
         except asyncio.CancelledError:
             # The script may have run (and admitted or reserved) before the caller was
             # cancelled (`_eval` raises only after an in-flight script finished); the caller
-            # will never use that entry: remove it, best effort.
+            # will never use that entry: remove it, best effort. (A merged admission has no
+            # entry of its own: its units stay counted for their window, never over-admitted;
+            # see "Merging" in docs/ratelimit.md.)
             await _shielded(self._eval("window_release", keys, [token, *costs]))
             raise
         if type(r) is int:  # admitted now

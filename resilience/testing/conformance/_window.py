@@ -10,7 +10,7 @@ import time
 import pytest
 
 from resilience import MemoryStore, RateLimited, SlidingWindowLimiter, all_of
-from resilience.stores.base import Store, WindowLimit
+from resilience.stores.base import MERGE_FROM, Store, WindowLimit, takes_merge
 
 __all__ = ["WindowConformance"]
 
@@ -227,3 +227,32 @@ class WindowConformance:
             assert errors[0][1].startswith("key")
         lim = SlidingWindowLimiter(2, 5.0, store=store, name="bad", guard=0)
         assert (await lim.try_acquire("t")).remaining == 1
+
+    async def test_merged_admissions_stay_exact_and_cannot_be_taken_apart(
+        self, store: Store
+    ) -> None:
+        # A store that takes `merge` (stores/base.py, "Merging"): above MERGE_ABOVE, once the
+        # log holds MERGE_FROM live entries, admissions for now share their slot's entry and
+        # still add up exactly to the limit; releasing a merged admission's token changes
+        # nothing; a reservation keeps its own entry and its release frees it. A store
+        # without `merge` is not asked to merge.
+        if not takes_merge(store):
+            pytest.skip("this store keeps an entry per admission (no merge keyword)")
+        lim = (WindowLimit("mrg", 20_000, 60_000_000),)
+        acquire = store.window_acquire
+        for _ in range(MERGE_FROM):  # an entry each, up to MERGE_FROM
+            assert (await acquire(lim, "", (1,), -1, merge=True)).allowed  # type: ignore[call-arg]
+        got = [await acquire(lim, "", (1_000,), -1, merge=True) for _ in range(15)]  # type: ignore[call-arg]
+        assert all(r.allowed and r.wait_us == 0 for r in got)
+        assert [r.remaining for r in got[-2:]] == [1_000, 0]
+        assert not (await acquire(lim, "", (1,), -1, merge=True)).allowed  # type: ignore[call-arg]
+        await store.window_release(lim, "", (1_000,), got[0].token)  # shared: nothing to free
+        assert not (await acquire(lim, "", (1,), -1, merge=True)).allowed  # type: ignore[call-arg]
+        # A whole window's worth reserved when the admissions above have left (~60 s ahead).
+        ahead = await acquire(lim, "", (20_000,), 200_000_000, merge=True)  # type: ignore[call-arg]
+        assert ahead.allowed
+        assert 59_000_000 < ahead.wait_us < 62_000_000
+        await store.window_release(lim, "", (20_000,), ahead.token)  # its own entry: freed
+        again = await acquire(lim, "", (20_000,), 200_000_000, merge=True)  # type: ignore[call-arg]
+        assert again.allowed  # the same slot again, not one a window after the released one
+        assert again.wait_us <= ahead.wait_us

@@ -10,7 +10,11 @@ for i = 1, #KEYS / 2 do
     '(' .. string.format('%d', now - tonumber(ARGV[i])), '+inf')
   local s = 0
   for j = 1, #members do
-    s = s + (tonumber(string.match(members[j], ':(%d+)$')) or 1)
+    if members[j] == '#' then -- the open merged slot: its weight is in the meta
+      s = s + (tonumber(redis.call('HGET', KEYS[2 * i], 'c')) or 1)
+    else
+      s = s + (tonumber(string.match(members[j], ':(%d+)$')) or 1)
+    end
   end
   out[i] = s
 end

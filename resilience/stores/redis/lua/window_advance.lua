@@ -13,7 +13,8 @@ local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
 local nlimits = #KEYS / 2
 
-local function weight(member)
+local function weight(member, c)
+  if member == '#' then return c end -- the open merged slot (see window_acquire.lua)
   return tonumber(string.match(member, ':(%d+)$')) or 1
 end
 
@@ -38,8 +39,9 @@ for i = 1, nlimits do
   local cost = tonumber(ARGV[3 * i + 1])
   local horizon = now - window
   ttls[i] = redis.call('PTTL', z)
-  local meta = redis.call('HMGET', m, 'x', 'p', 'l', 'u')
+  local meta = redis.call('HMGET', m, 'x', 'p', 'l', 'u', 'c')
   local x = tonumber(meta[1]) or 0
+  local c = tonumber(meta[5]) or 1
   if meta[3] and (tonumber(meta[4]) or 0) > now then -- a learned limit (window_learn.lua)
     local l = tonumber(meta[3])
     if l < limit then limit = math.max(l, cost) end
@@ -48,7 +50,7 @@ for i = 1, nlimits do
     local dead = redis.call('ZRANGEBYSCORE', z, '-inf', horizon)
     if #dead > 0 then
       redis.call('ZREMRANGEBYSCORE', z, '-inf', horizon)
-      for j = 1, #dead do x = x - weight(dead[j]) + 1 end
+      for j = 1, #dead do x = x - weight(dead[j], c) + 1 end
       redis.call('HSET', m, 'x', x)
     end
   end
@@ -69,7 +71,7 @@ for i = 1, nlimits do
       local entries = redis.call('ZRANGE', z, 0, need - 1, 'WITHSCORES')
       local acc = 0
       for j = 1, #entries, 2 do
-        acc = acc + weight(entries[j])
+        acc = acc + weight(entries[j], c)
         if acc >= need then a = entries[j + 1] + window; break end
       end
     end
