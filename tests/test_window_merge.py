@@ -435,6 +435,30 @@ async def test_a_busy_merged_log_is_bounded_by_its_slots(
     assert usage < 2 * 1024 * 1024
 
 
+@pytest.mark.parametrize("both", [False, True], ids=["alone", "all_of"])
+async def test_merge_false_keeps_an_entry_each_on_the_memory_fast_path(both: bool) -> None:
+    # (From an independent review.) The pipeline path on a MemoryStore admits through the
+    # synchronous window_admit: merge=False (on an all_of member too) holds there as well.
+    store = MemoryStore()
+    off = SlidingWindowLimiter(20_000, 60, store=store, name="off", guard=0, merge=False)
+    on = SlidingWindowLimiter(30_000, 60, store=store, name="on", guard=0)
+    policy = all_of(off, on) if both else off
+
+    @policy
+    async def call() -> int:
+        return 1
+
+    for _ in range(12):
+        await call()
+    logs: Any = store._logs
+    assert all(len(g.at) - g.head == 12 for g in logs.values())
+    # ... while the default merges there (MERGE_FROM is 0 in this module).
+    merging = SlidingWindowLimiter(20_000, 60, store=store, name="merging", guard=0)
+    for _ in range(12):
+        await merging(call.__wrapped__)()  # type: ignore[attr-defined]
+    assert len(logs[("merging", "")].at) - logs[("merging", "")].head < 12
+
+
 @pytest.mark.redis
 async def test_the_limiter_merges_only_what_nobody_settles_or_returns(
     redis_store: RedisStore, redis_client: aioredis.Redis

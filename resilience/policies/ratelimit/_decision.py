@@ -43,7 +43,7 @@ _decision = functools.partial(tuple.__new__, Decision)
 
 #: A store's synchronous "admit now, or do nothing" (``MemoryStore.window_admit``): see
 #: :func:`resilience.policies._validate.local_shortcut`.
-LocalAdmit = Callable[[Sequence[WindowLimit], str, Sequence[int]], bool | None]
+LocalAdmit = Callable[[Sequence[WindowLimit], str, Sequence[int], bool], bool | None]
 
 
 def _static(specs: tuple[CostSpec, ...]) -> tuple[int, ...] | None:

@@ -64,10 +64,10 @@ async def execute(self: _WindowPolicy, call: Callable[[], Awaitable[T]], ctx: Ca
     admitted: bool | None = False
     # (A key new to the registry, or an operator's hold of the name: via _acquire.)
     if admit is not None and not ctx.observed and key in self._seen and not self._held_until:
-        admitted = admit(self._limits, key, costs)
+        admitted = admit(self._limits, key, costs, self._merge)
         if admitted is None:  # the store's turn to let the event loop run
             await asyncio.sleep(0)
-            admitted = admit(self._limits, key, costs)
+            admitted = admit(self._limits, key, costs, self._merge)
     if not admitted:
         bound = self._timeout
         if ctx.deadline is not None:

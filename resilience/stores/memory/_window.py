@@ -147,14 +147,18 @@ class MemoryWindow(MemoryCore):
         return WindowResult(True, remaining, wait, token)
 
     def window_admit(
-        self, limits: Sequence[WindowLimit], key: str, costs: Sequence[int]
+        self,
+        limits: Sequence[WindowLimit],
+        key: str,
+        costs: Sequence[int],
+        merge: bool = False,
     ) -> bool | None:
         """Admit the request now if every limit has room for it now; otherwise do nothing.
 
         Synchronous: the decision :meth:`window_acquire` takes when it admits for now
         (``wait_us == 0``), without the coroutine, for a caller that uses its slot at once and
-        so never releases it (the entry carries no token; a limit above
-        :data:`~resilience.stores.base.MERGE_ABOVE` merges it as ``merge=True`` does).
+        so never releases it (the entry carries no token; with ``merge`` it may share its
+        slot's entry, as :meth:`window_acquire` with ``merge=True`` does).
         ``True``: admitted. ``False``,
         with nothing recorded and no decision counted, when the request would wait or be
         refused: the caller then awaits :meth:`window_acquire`. ``None`` on the store's pace
@@ -193,7 +197,7 @@ class MemoryWindow(MemoryCore):
                 or (log.cap_until and log.total + cost > log.limit(lim.limit, cost, now))
             ):
                 return False
-            if lim.limit > MERGE_ABOVE and len(at) - log.head >= MERGE_FROM:  # merge_slot_us
+            if merge and lim.limit > MERGE_ABOVE and len(at) - log.head >= MERGE_FROM:
                 slot = merge_slot_us(lim.limit, lim.window_us)
                 log.merge(now - now % slot + slot - 1, cost)
             elif not at or at[-1] <= now:  # no reservation ahead: the newest entry
@@ -213,7 +217,7 @@ class MemoryWindow(MemoryCore):
                 return False
             logs.append(log)
         for lim, log, cost in zip(limits, logs, costs, strict=True):
-            slot = merge_slot_us(lim.limit, lim.window_us)
+            slot = merge_slot_us(lim.limit, lim.window_us) if merge else 0
             if slot and len(log.at) - log.head >= MERGE_FROM:
                 log.merge(now - now % slot + slot - 1, cost)
             else:
