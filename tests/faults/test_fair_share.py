@@ -89,11 +89,19 @@ async def test_shares_survive_an_outage_longer_than_the_presence_ttl(
     store = RedisStore.from_url(fresh_redis_server.url, prefix=prefix, timeout=0.25)
     fss = [FallbackStore(store, "local") for _ in range(4)]  # four deciders
     lims = [SlidingWindowLimiter(40, 2.0, store=fs, name="api", guard=0) for fs in fss]
-    for _ in range(2):  # everyone announces and sees the whole fleet
+    # Everyone announces and sees the whole fleet: two rounds, more on a loaded machine (an
+    # announcement that timed out against the store's 0.25 s is made again), up to 30 s.
+    deadline = time.monotonic() + 30
+    rounds = 0
+    while True:
         for lim in lims:
             await lim.try_acquire()
         await asyncio.sleep(2.1)
-    assert [fs.share(lims[0]._limits, "")[0].limit for fs in fss] == [10] * 4
+        rounds += 1
+        shares = [fs.share(lims[0]._limits, "")[0].limit for fs in fss]
+        if rounds >= 2 and (shares == [10] * 4 or time.monotonic() > deadline):
+            break
+    assert shares == [10] * 4
     fresh_redis_server.kill()
     for lim in lims:  # each learns that Redis is down
         await lim.try_acquire()
