@@ -34,6 +34,7 @@ from resilience.stores.redis import _window as redis_window
 from resilience.stores.redis._keys import window_keys
 from tests import limiter_workers
 from tests.redis_servers import RedisServer
+from tests.test_limiter_lease import weighted_max_in_window
 from tests.test_limiter_redis import SPAWN
 
 _examples = itertools.count()
@@ -54,25 +55,6 @@ def test_slot_width() -> None:
     assert merge_slot_us(MERGE_ABOVE + 1, 20_000) == 200  # or 1 % of a short window
     assert merge_slot_us(10**6, 50) == 1  # never below a microsecond
     assert MERGE_SLOTS == 5_000
-
-
-def _max_in_window(events: list[tuple[int, int]], window: int) -> int:
-    """The largest total weight of ``(time, weight)`` events in any interval (t - window, t]."""
-    ev = sorted(events)
-    best = acc = i = 0
-    for t, w in ev:
-        acc += w
-        while ev[i][0] <= t - window:
-            acc -= ev[i][1]
-            i += 1
-        best = max(best, acc)
-    return best
-
-
-def test_max_in_window_helper() -> None:
-    assert _max_in_window([(0, 5), (10, 5), (20, 5)], 10) == 5
-    assert _max_in_window([(0, 5), (10, 5), (20, 5)], 11) == 10
-    assert _max_in_window([(5, 1), (5, 2), (100, 4)], 1) == 4
 
 
 _BIG = WindowLimit("big", 20_000, 1_000_000)  # slot 1 ms
@@ -108,7 +90,7 @@ async def test_merged_admissions_never_exceed_the_limit_on_real_time(
         patch.setattr(memory_window, "MERGE_GRACE_US", grace)
         used = await _merged_run(ops)
     for lim in (_BIG, _TOK, _SMALL):
-        assert _max_in_window(list(used[lim.name].values()), lim.window_us) <= lim.limit
+        assert weighted_max_in_window(list(used[lim.name].values()), lim.window_us) <= lim.limit
 
 
 async def _merged_run(ops: list[tuple[str, int, int]]) -> dict[str, dict[int, tuple[int, int]]]:
@@ -575,7 +557,7 @@ async def test_four_processes_merging_never_exceed_the_limit_in_any_window(
     assert any(i.startswith("#") for i in seen)  # merged admissions ...
     assert any(i.startswith("m") for i in seen)  # ... and reservations
     assert sum(w for _, w in seen.values()) == sum(admitted) * cost  # every unit is there
-    assert _max_in_window(list(seen.values()), 1_000_000) == limit
+    assert weighted_max_in_window(list(seen.values()), 1_000_000) == limit
     assert sum(admitted) >= 0.8 * (limit // cost) * 4.0
 
 
